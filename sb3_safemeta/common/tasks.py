@@ -148,7 +148,7 @@ def check_task_distribution(env: Any) -> None:
         names = ["sample_tasks", "set_task", "get_task"]
         has = [callable(getattr(unwrapped, name, None)) for name in names]
         target = type(unwrapped).__name__
-    missing = [name for name, ok in zip(names, has) if not ok]
+    missing = [name for name, ok in zip(names, has, strict=True) if not ok]
     if missing:
         raise TypeError(
             f"{target} is not a task distribution: missing {missing}. A meta-learning environment must implement "

@@ -1,0 +1,34 @@
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+PYTEST_ARGS ?= -m "not expensive" -n 2
+
+.PHONY: install demo test test-all lint format type benchmark clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg scripts/install.sh
+	bash scripts/install.sh $(VENV)
+	touch $@
+
+# README command one: the main job
+demo: install
+	$(PYTHON) examples/tabular_anytime_safety.py
+
+# README command two: the CI test suite (slow tests are marked `expensive`)
+test: install
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+test-all: install
+	$(PYTHON) -m pytest -n 2
+
+lint: install
+	$(VENV)/bin/ruff check sb3_safemeta tests examples benchmarks
+
+format: install
+	$(VENV)/bin/ruff format sb3_safemeta tests examples benchmarks
+
+type: install
+	$(VENV)/bin/mypy sb3_safemeta
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache
