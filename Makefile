@@ -22,10 +22,10 @@ test-all: install
 	$(PYTHON) -m pytest -n 2
 
 lint: install
-	$(VENV)/bin/ruff check sb3_safemeta tests examples benchmarks
+	$(VENV)/bin/ruff check .
 
 format: install
-	$(VENV)/bin/ruff format sb3_safemeta tests examples benchmarks
+	$(VENV)/bin/ruff format .
 
 type: install
 	$(VENV)/bin/mypy sb3_safemeta
