@@ -1,0 +1,136 @@
+"""
+The parametric adaptation (Appendix E.2, Algorithm 3) against the exact dual method: with exact
+advantages and the exact visitation as sample weights, a categorical policy over one-hot states
+(its logits are free per state) must land on the closed form of Proposition 1 with the same u*.
+"""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.policies import ActorCriticPolicy
+
+from sb3_safemeta.common.dual import AdaptationParams
+from sb3_safemeta.common.parametric_adaptation import AdaptationBatch, parametric_safe_adapt
+from sb3_safemeta.common.tabular import TabularCMDP, random_cmdp, safe_adapt_exact
+
+
+def tabular_policy(probabilities: np.ndarray) -> ActorCriticPolicy:
+    """A categorical SB3 policy on one-hot observations whose logits are log(probabilities)."""
+    n_states, n_actions = probabilities.shape
+    policy = ActorCriticPolicy(
+        gym.spaces.Box(0, 1, (n_states,)), gym.spaces.Discrete(n_actions), lambda _: 1e-3, net_arch=dict(pi=[], vf=[])
+    )
+    with th.no_grad():
+        policy.action_net.weight.copy_(th.as_tensor(np.log(probabilities).T, dtype=th.float32))
+        policy.action_net.bias.zero_()
+    return policy
+
+
+def probabilities(policy: ActorCriticPolicy, n_states: int) -> np.ndarray:
+    with th.no_grad():
+        return policy.get_distribution(th.eye(n_states)).distribution.probs.numpy()
+
+
+def exact_batch(cmdp: TabularCMDP, reference: np.ndarray) -> AdaptationBatch:
+    """Every (s, a) pair once, weighted by nu^pi_phi(s) pi_phi(a|s): sample averages become exact expectations."""
+    evaluation = cmdp.evaluate(reference)
+    n_states, n_actions = reference.shape
+
+    def tensor(array):
+        return th.as_tensor(np.asarray(array), dtype=th.float32)
+
+    return AdaptationBatch(
+        observations=tensor(np.repeat(np.eye(n_states), n_actions, axis=0)),
+        actions=th.as_tensor(np.tile(np.arange(n_actions), n_states)),
+        advantages=tensor(evaluation.A.ravel()),
+        cost_advantages=tensor(evaluation.Ac.reshape(cmdp.n_costs, -1).T),
+        weights=tensor((evaluation.state_visitation[:, None] * reference).ravel()),
+    )
+
+
+def instance(seed: int):
+    rng = np.random.default_rng(seed)
+    n_costs = 1 + seed % 2
+    cmdp = random_cmdp(5, 3, n_costs, gamma=0.9, seed=seed)
+    logits = rng.normal(size=(5, 3))
+    reference = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    start_cost = cmdp.Jc(reference)
+    return cmdp, reference, start_cost, start_cost + rng.uniform(0, 0.01, n_costs) * start_cost
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_parametric_matches_exact(seed):
+    """
+    Tolerance: the fit runs in float32 (SB3 policies), which reaches the closed form to about 1e-4
+    in probability; u* is then within 1% (it is the root of a slack whose slope is small when the
+    constraint is nearly inactive).
+    """
+    cmdp, reference, start_cost, cost_limit = instance(seed)
+    lambda_ = 0.3
+    exact = safe_adapt_exact(cmdp, reference, lambda_, lambda_, cost_limit)
+    policy = tabular_policy(reference)
+    params = AdaptationParams.create(lambda_, lambda_, cost_limit, 0.0, cmdp.gamma, cmdp.n_costs)
+    result = parametric_safe_adapt(
+        policy,
+        list(policy.action_net.parameters()),
+        exact_batch(cmdp, reference),
+        start_cost,
+        params,
+        horizon=1.0 / (1.0 - cmdp.gamma),
+        n_dual_steps=40,
+        beta=0.5,
+    )
+    assert np.max(np.abs(probabilities(policy, 5) - exact.policy)) <= 5e-4
+    np.testing.assert_allclose(result.u, exact.u, rtol=1e-2, atol=2e-3)
+    assert result.eta == pytest.approx(exact.eta, rel=1e-2)
+    np.testing.assert_allclose(result.surrogate_cost, exact.surrogate_cost, rtol=1e-4)
+    assert result.kl == pytest.approx(exact.kl, rel=2e-2, abs=1e-5)
+
+
+def test_pgd_and_bisection_agree():
+    cmdp, reference, start_cost, cost_limit = instance(4)
+    params = AdaptationParams.create(0.3, 0.3, cost_limit, 0.0, cmdp.gamma, 1)
+    results = {}
+    for solver in ("pgd", "bisection"):
+        policy = tabular_policy(reference)
+        results[solver] = parametric_safe_adapt(
+            policy,
+            list(policy.action_net.parameters()),
+            exact_batch(cmdp, reference),
+            start_cost,
+            params,
+            horizon=10.0,
+            dual_solver=solver,
+            n_dual_steps=40,
+            beta=0.5,
+        )
+    assert results["pgd"].u[0] > 0
+    assert results["pgd"].u[0] == pytest.approx(results["bisection"].u[0], rel=1e-2)
+
+
+def test_infeasible_start_takes_a_cost_reducing_step():
+    cmdp, reference, start_cost, _ = instance(2)
+    cost_limit = 0.9 * start_cost
+    params = AdaptationParams.create(0.3, 0.3, cost_limit, 0.0, cmdp.gamma, 1)
+    policy = tabular_policy(reference)
+    result = parametric_safe_adapt(
+        policy, list(policy.action_net.parameters()), exact_batch(cmdp, reference), start_cost, params, horizon=10.0
+    )
+    assert result.recovery
+    assert cmdp.Jc(probabilities(policy, 5).astype(np.float64) / probabilities(policy, 5).sum(1, keepdims=True))[0] < start_cost[0]
+
+
+def test_nan_advantages_are_rejected():
+    cmdp, reference, *_ = instance(0)
+    batch = exact_batch(cmdp, reference)
+    with pytest.raises(ValueError, match="advantages"):
+        AdaptationBatch(batch.observations, batch.actions, batch.advantages * np.nan, batch.cost_advantages, batch.weights)
+
+
+def test_horizon_must_match_gamma():
+    cmdp, reference, start_cost, cost_limit = instance(0)
+    params = AdaptationParams.create(0.3, 0.3, cost_limit, 0.0, 0.9, 1)
+    policy = tabular_policy(reference)
+    with pytest.raises(ValueError, match="horizon"):
+        parametric_safe_adapt(policy, list(policy.parameters()), exact_batch(cmdp, reference), start_cost, params, horizon=50.0)
