@@ -118,7 +118,8 @@ def test_infeasible_start_takes_a_cost_reducing_step():
         policy, list(policy.action_net.parameters()), exact_batch(cmdp, reference), start_cost, params, horizon=10.0
     )
     assert result.recovery
-    assert cmdp.Jc(probabilities(policy, 5).astype(np.float64) / probabilities(policy, 5).sum(1, keepdims=True))[0] < start_cost[0]
+    adapted = probabilities(policy, 5).astype(np.float64)
+    assert cmdp.Jc(adapted / adapted.sum(axis=1, keepdims=True))[0] < start_cost[0]
 
 
 def test_nan_advantages_are_rejected():
@@ -133,4 +134,4 @@ def test_horizon_must_match_gamma():
     params = AdaptationParams.create(0.3, 0.3, cost_limit, 0.0, 0.9, 1)
     policy = tabular_policy(reference)
     with pytest.raises(ValueError, match="horizon"):
-        parametric_safe_adapt(policy, list(policy.parameters()), exact_batch(cmdp, reference), start_cost, params, horizon=50.0)
+        parametric_safe_adapt(policy, list(policy.parameters()), exact_batch(cmdp, reference), start_cost, params, 50.0)
