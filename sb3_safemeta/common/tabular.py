@@ -37,7 +37,9 @@ __all__ = [
     "SafeAdaptResult",
     "TabularCMDP",
     "TabularTaskFamily",
+    "adapted_policy",
     "kl_per_state",
+    "meta_gradient_exact",
     "random_cmdp",
     "safe_adapt_exact",
     "uniform_policy",
@@ -466,3 +468,81 @@ def safe_adapt_exact(
         n_iterations=solution.n_iterations,
         converged=solution.converged,
     )
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+
+
+def adapted_policy(cmdp: TabularCMDP, logits: np.ndarray, u: Any, lambda_: float, lambda_c: Any) -> np.ndarray:
+    """
+    pi^u for a softmax meta-policy with logits f_phi = ``logits`` and FIXED multipliers u
+    (Proposition 1, eq. 3, with Q in place of A as in eq. 9: the two differ by a per-state shift).
+
+    :param cmdp: the task
+    :param logits: f_phi, (S, A)
+    :param u: multipliers, (p,)
+    :param lambda_: lambda
+    :param lambda_c: lambda_c, (p,)
+    :return: pi^u, (S, A)
+    """
+    u = np.asarray(u, dtype=np.float64)
+    evaluation = cmdp.evaluate(_softmax(logits))
+    eta = lambda_ + (1.0 - cmdp.gamma) * float(np.dot(u, np.broadcast_to(lambda_c, u.shape)))
+    return _softmax(logits + (evaluation.Q - np.tensordot(u, evaluation.Qc, axes=1)) / eta)
+
+
+def _action_value_gradient(cmdp: TabularCMDP, policy: np.ndarray, q_values: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """
+    d Q^pi(s, a) / d f(s', a') for softmax logits f, exactly:
+    gamma sum_x P(x|s, a) M[x, s'] pi(a'|s') A^pi(s', a') with M = (I - gamma P_pi)^-1.
+
+    :return: array of shape (S, A, S, A)
+    """
+    occupancy = np.linalg.inv(np.eye(cmdp.n_states) - cmdp.gamma * cmdp.transition_matrix(policy))
+    weighted_advantage = policy * (q_values - values[:, None])  # pi(a'|s') A(s', a')
+    return cmdp.gamma * np.einsum("sax,xt,tb->satb", cmdp.P, occupancy, weighted_advantage)
+
+
+def meta_gradient_exact(
+    cmdp: TabularCMDP, logits: np.ndarray, u: Any, lambda_: float, lambda_c: Any, form: str = "eq6"
+) -> np.ndarray:
+    """
+    Exact meta-gradient of J(pi^u) w.r.t. the meta-policy's logits, with u held fixed
+    (the approximation of eq. 6: grad u* = 0).
+
+    - ``"eq6"``: (1/(1-gamma)) E_{s~nu^{pi^u}, a~pi^u}[(grad f + eta^-1 grad Qbar)(s, a) A^{pi^u}(s, a)],
+      the full chain rule through the closed form (Proposition 3 without the grad u and grad eta terms).
+    - ``"alg4"``: (1/(1-gamma)) E[grad f(s, a) A^{pi^u}(s, a)], Algorithm 4 line 7: drops the
+      eta^-1 grad Qbar term (the change of pi_phi's action values with phi).
+
+    We write A^{pi^u} where the paper writes Q^{pi^u}: for the grad f term the two differ by a
+    per-state logit shift (no effect on any policy), but for the grad Qbar term only the advantage
+    form is the exact derivative (tests/test_meta_gradient.py checks both against finite differences).
+
+    :param cmdp: the task
+    :param logits: f_phi, (S, A)
+    :param u: fixed multipliers, (p,)
+    :param lambda_: lambda
+    :param lambda_c: lambda_c, (p,)
+    :param form: ``"eq6"`` or ``"alg4"``
+    :return: gradient w.r.t. the logits, (S, A)
+    """
+    if form not in ("eq6", "alg4"):
+        raise ValueError(f"form must be 'eq6' or 'alg4', got {form!r}")
+    u = np.asarray(u, dtype=np.float64)
+    lambda_c = np.broadcast_to(np.asarray(lambda_c, dtype=np.float64), u.shape)
+    eta = lambda_ + (1.0 - cmdp.gamma) * float(np.dot(u, lambda_c))
+    adapted = adapted_policy(cmdp, logits, u, lambda_, lambda_c)
+    adapted_evaluation = cmdp.evaluate(adapted)
+    # dJ(pi^u)/d(logits of pi^u): the softmax policy gradient (1/(1-gamma)) nu(s) pi(a|s) A(s, a)
+    outer = adapted_evaluation.state_visitation[:, None] * adapted * adapted_evaluation.A / (1.0 - cmdp.gamma)
+    if form == "alg4":
+        return outer
+    meta = _softmax(logits)
+    meta_evaluation = cmdp.evaluate(meta)
+    grad_q = _action_value_gradient(cmdp, meta, meta_evaluation.Q, meta_evaluation.V)
+    for i in range(cmdp.n_costs):
+        grad_q = grad_q - u[i] * _action_value_gradient(cmdp, meta, meta_evaluation.Qc[i], meta_evaluation.Vc[i])
+    return outer + np.einsum("sa,satb->tb", outer, grad_q) / eta
