@@ -68,7 +68,7 @@ def test_paper_q_form_of_the_qbar_term_is_not_the_derivative():
     derivative (the softmax Jacobian removes per-state constants in the ADAPTED logits, so V^{pi^tau}
     does not cancel there). The advantage form above is exact; this documents the discrepancy.
     """
-    from sb3_safemeta.common.tabular import _action_value_gradient, _softmax
+    from sb3_safemeta.common.tabular import _action_value_gradient, softmax_policy
 
     cmdp, logits, u, lambda_ = instance(1)
     numeric = finite_difference(lambda phi: cmdp.J(adapted_policy(cmdp, phi, u, lambda_, lambda_)), logits)
@@ -76,7 +76,7 @@ def test_paper_q_form_of_the_qbar_term_is_not_the_derivative():
     adapted = adapted_policy(cmdp, logits, u, lambda_, lambda_)
     evaluation = cmdp.evaluate(adapted)
     outer_q = evaluation.state_visitation[:, None] * adapted * evaluation.Q / (1 - cmdp.gamma)
-    meta = _softmax(logits)
+    meta = softmax_policy(logits)
     meta_evaluation = cmdp.evaluate(meta)
     grad_q = _action_value_gradient(cmdp, meta, meta_evaluation.Q, meta_evaluation.V)
     for i in range(cmdp.n_costs):

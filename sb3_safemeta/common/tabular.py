@@ -40,8 +40,10 @@ __all__ = [
     "adapted_policy",
     "kl_per_state",
     "meta_gradient_exact",
+    "meta_train_exact",
     "random_cmdp",
     "safe_adapt_exact",
+    "softmax_policy",
     "uniform_policy",
 ]
 
@@ -307,7 +309,14 @@ class TabularTaskFamily:
     :param n_actions: A
     :param n_costs: p
     :param gamma: discount factor
-    :param task_spread: scale of the task-specific part of r and c
+    :param task_spread: scale of the task-specific noise in r and c
+    :param goal_reward: each task also draws a goal action; taking it earns this much extra reward
+        in every state. This gives the family the structure meta-learning exploits (tasks agree on
+        the costs and the shared reward, disagree on the goal), like the goal velocity or direction
+        of the locomotion families
+    :param cost_limit_range: d is drawn as safest + U(low, high) (uniform - safest), from the
+        cost of the safest policy and of the uniform policy: below 1 the uniform policy is unsafe,
+        above 1 it is safe
     :param seed: seed of the shared structure
     """
 
@@ -318,11 +327,14 @@ class TabularTaskFamily:
         n_costs: int = 1,
         gamma: float = 0.9,
         task_spread: float = 0.5,
+        goal_reward: float = 0.0,
+        cost_limit_range: tuple[float, float] = (0.5, 0.9),
         seed: int = 0,
     ) -> None:
         rng = np.random.default_rng(seed)
         self.n_states, self.n_actions, self.n_costs, self.gamma = n_states, n_actions, n_costs, gamma
-        self.task_spread = float(task_spread)
+        self.task_spread, self.goal_reward = float(task_spread), float(goal_reward)
+        self.cost_limit_range = tuple(cost_limit_range)
         self.P = rng.dirichlet(np.ones(n_states), size=(n_states, n_actions))
         self.rho = rng.dirichlet(np.ones(n_states))
         self.base_r = rng.uniform(size=(n_states, n_actions))
@@ -332,19 +344,21 @@ class TabularTaskFamily:
         """
         :param n_tasks: number of tasks
         :param seed: seed of the task draw
-        :return: tasks as dicts with keys ``r`` (S, A), ``c`` (p, S, A) and ``cost_limit`` (p,)
+        :return: tasks as dicts with keys ``r`` (S, A), ``c`` (p, S, A), ``cost_limit`` (p,) and ``goal``
         """
         rng = np.random.default_rng(seed)
         tasks = []
         for _ in range(int(n_tasks)):
+            goal = rng.integers(self.n_actions)
             r = self.base_r + self.task_spread * rng.uniform(-1, 1, size=self.base_r.shape)
+            r[:, goal] += self.goal_reward
             c = np.clip(self.base_c + self.task_spread * rng.uniform(-1, 1, size=self.base_c.shape), 0.0, None)
             cmdp = TabularCMDP(self.P, r, c, self.rho, self.gamma)
             uniform_cost = cmdp.Jc(uniform_policy(self.n_states, self.n_actions))
             safest = np.array([cmdp.optimal_values(c[i], maximize=False) @ self.rho for i in range(self.n_costs)])
             # d between the safest achievable cost and the uniform policy's: feasible and binding
-            cost_limit = safest + rng.uniform(0.5, 0.9) * (uniform_cost - safest)
-            tasks.append({"r": r, "c": c, "cost_limit": cost_limit})
+            cost_limit = safest + rng.uniform(*self.cost_limit_range) * (uniform_cost - safest)
+            tasks.append({"r": r, "c": c, "cost_limit": cost_limit, "goal": int(goal)})
         return tasks
 
     def cmdp(self, task: dict[str, Any]) -> TabularCMDP:
@@ -470,7 +484,8 @@ def safe_adapt_exact(
     )
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
+def softmax_policy(logits: np.ndarray) -> np.ndarray:
+    """:return: the softmax policy of (S, A) logits f, pi(a|s) ∝ exp(f(s, a))"""
     shifted = logits - logits.max(axis=1, keepdims=True)
     return np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
 
@@ -488,9 +503,9 @@ def adapted_policy(cmdp: TabularCMDP, logits: np.ndarray, u: Any, lambda_: float
     :return: pi^u, (S, A)
     """
     u = np.asarray(u, dtype=np.float64)
-    evaluation = cmdp.evaluate(_softmax(logits))
+    evaluation = cmdp.evaluate(softmax_policy(logits))
     eta = lambda_ + (1.0 - cmdp.gamma) * float(np.dot(u, np.broadcast_to(lambda_c, u.shape)))
-    return _softmax(logits + (evaluation.Q - np.tensordot(u, evaluation.Qc, axes=1)) / eta)
+    return softmax_policy(logits + (evaluation.Q - np.tensordot(u, evaluation.Qc, axes=1)) / eta)
 
 
 def _action_value_gradient(cmdp: TabularCMDP, policy: np.ndarray, q_values: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -540,9 +555,69 @@ def meta_gradient_exact(
     outer = adapted_evaluation.state_visitation[:, None] * adapted * adapted_evaluation.A / (1.0 - cmdp.gamma)
     if form == "alg4":
         return outer
-    meta = _softmax(logits)
+    meta = softmax_policy(logits)
     meta_evaluation = cmdp.evaluate(meta)
     grad_q = _action_value_gradient(cmdp, meta, meta_evaluation.Q, meta_evaluation.V)
     for i in range(cmdp.n_costs):
         grad_q = grad_q - u[i] * _action_value_gradient(cmdp, meta, meta_evaluation.Qc[i], meta_evaluation.Vc[i])
     return outer + np.einsum("sa,satb->tb", outer, grad_q) / eta
+
+
+def _policy_gradient(cmdp: TabularCMDP, policy: np.ndarray, advantages: np.ndarray) -> np.ndarray:
+    """Softmax policy gradient (1/(1-gamma)) nu(s) pi(a|s) A(s, a) of J or Jc_i w.r.t. the logits."""
+    return cmdp.evaluate(policy).state_visitation[:, None] * policy * advantages / (1.0 - cmdp.gamma)
+
+
+def meta_train_exact(
+    family: TabularTaskFamily,
+    n_iterations: int = 200,
+    tasks_per_iteration: int = 10,
+    lambda_: float = 1.0,
+    lambda_c: Any = 1.0,
+    delta_c: Any = 0.0,
+    step_size: float = 1.0,
+    adapt: bool = True,
+    seed: int = 0,
+    initial_logits: np.ndarray | None = None,
+) -> np.ndarray:
+    """
+    Safe meta-policy training (Algorithm 2) with exact quantities on a tabular task family: for each
+    task of a batch, if the meta-policy violates a constraint take that cost's policy gradient
+    (lines 9-12); otherwise adapt exactly (Algorithm 1) and use the meta-gradient of Algorithm 4
+    line 7. Batch rule: if ANY task of the batch violates, the step reduces the mean violating cost
+    (safety first); otherwise it follows the mean meta-gradient. Plain gradient steps on the logits.
+
+    With ``adapt=False`` the same loop maximises the mean J of the meta-policy itself under the same
+    constraint rule: the "one policy for all tasks" baseline at equal data.
+
+    :param family: the task family
+    :param n_iterations: meta-iterations
+    :param tasks_per_iteration: tasks per batch
+    :param lambda_: lambda of A^s
+    :param lambda_c: lambda_c of A^s
+    :param delta_c: allowed violation delta
+    :param step_size: gradient step on the logits
+    :param adapt: meta-train through A^s (else train the policy itself)
+    :param seed: seed of the task draws
+    :param initial_logits: phi_0 (default zeros: the uniform policy)
+    :return: the meta-policy's logits, (S, A)
+    """
+    logits = np.zeros((family.n_states, family.n_actions)) if initial_logits is None else np.array(initial_logits, dtype=float)
+    for iteration in range(n_iterations):
+        meta_policy = softmax_policy(logits)
+        objective_steps, cost_steps = [], []
+        for task in family.sample_tasks(tasks_per_iteration, seed=seed * 100_003 + iteration):
+            cmdp = family.cmdp(task)
+            evaluation = cmdp.evaluate(meta_policy)
+            violation = evaluation.Jc - (np.asarray(task["cost_limit"]) + delta_c)
+            if np.any(violation > 0):
+                worst = int(np.argmax(violation))
+                cost_steps.append(-_policy_gradient(cmdp, meta_policy, evaluation.Ac[worst]))
+            elif adapt:
+                result = safe_adapt_exact(cmdp, meta_policy, lambda_, lambda_c, task["cost_limit"], delta_c)
+                objective_steps.append(meta_gradient_exact(cmdp, logits, result.u, lambda_, lambda_c, form="alg4"))
+            else:
+                objective_steps.append(_policy_gradient(cmdp, meta_policy, evaluation.A))
+        direction = np.mean(cost_steps, axis=0) if cost_steps else np.mean(objective_steps, axis=0)
+        logits = logits + step_size * direction
+    return logits
