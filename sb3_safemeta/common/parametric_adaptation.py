@@ -1,17 +1,15 @@
 """
-The safe policy adaptation A^s with a parametric adapted policy (Appendix E.2, second solution;
-Algorithm 3): pi^u is represented by network parameters theta fitted, for fixed multipliers u, by
-
-    minimize_theta  E_s[KL(pi_theta || pi_phi)] - E_{s, a~pi_phi}[ (pi_theta / pi_phi)(a|s) (A - u.A_c)(s, a) ] / eta_u
-
-whose unique minimiser over all policies is the closed form of Proposition 1 (eq. 3), and the dual
-(4) is solved on u with the importance-weighted surrogate of every constraint (eq. 5, 10-11):
+The safe policy adaptation A^s with a parametric adapted policy (Appendix E.2; Algorithm 3): pi^u,
+the closed form of Proposition 1 (eq. 3), is represented by network parameters theta fitted, for
+fixed multipliers u, to pi^u ∝ pi_phi exp((A - u.A_c) / eta_u) on the samples of pi_phi (weighted
+maximum likelihood; see ``_Surrogate.fit`` for why not the reverse-KL form of Appendix E.2.2), and
+the dual (4) is solved on u with the importance-weighted surrogate of every constraint (eq. 5, 10-11):
 
     g_i(theta) = Jc_i(pi_phi) + H E_{s, a~pi_phi}[ratio A_ci] + lambda_ci E_s[KL(pi_theta || pi_phi)].
 
 H is the horizon factor that stands for 1/(1 - gamma) of the paper (see ``horizon`` below).
 The KL is analytic (torch.distributions), so no extra samples are needed. theta is fitted by
-full-batch L-BFGS (torch.optim.LBFGS), warm-started from the previous u's solution.
+full-batch L-BFGS (torch.optim.LBFGS, deterministic), warm-started from the previous u's solution.
 
 Units: with data from episodes of mean length T, ``horizon=T``, costs summed undiscounted over an
 episode and undiscounted cost advantages, g_i is the first-order model of the *episode* cost of
@@ -24,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch as th
@@ -39,7 +38,10 @@ from sb3_safemeta.common.dual import (
     projected_gradient_descent,
 )
 
-__all__ = ["AdaptationBatch", "ParametricAdaptResult", "parametric_safe_adapt"]
+if TYPE_CHECKING:
+    from sb3_safemeta.common.rollout_data import RolloutData
+
+__all__ = ["AdaptationBatch", "ParametricAdaptResult", "adapt_on_rollout", "parametric_safe_adapt"]
 
 _BACKTRACK_FACTOR = 0.8
 _RELATIVE_TOLERANCE = 1e-4
@@ -139,19 +141,26 @@ class _Surrogate:
 
     def fit(self, penalty: np.ndarray, eta: float, max_iter: int) -> None:
         """
-        Fit theta to pi ∝ pi_phi exp((A - penalty.A_c) / eta) (Proposition 1) by minimising
-        E[KL] - E[ratio (A - penalty.A_c)] / eta, in place, from the current parameters.
+        Fit theta to pi^u ∝ pi_phi exp((A - penalty.A_c) / eta) (Proposition 1), in place, from the
+        current parameters, by weighted maximum likelihood on pi_phi's samples: maximise
+        sum_i w_i log pi_theta(a_i|s_i) with w_i ∝ weight_i exp((A - penalty.A_c)_i / eta), the
+        projection argmin_theta E_s[KL(pi^u || pi_theta)].
+
+        Why not the reverse-KL objective of Appendix E.2.2 (E[KL(pi_theta || pi_phi)] - E[ratio x]/eta)?
+        On finitely many samples it is unbounded below for Gaussian policies: a policy that puts its
+        mass on single sampled actions with positive x makes the importance ratio, and the objective,
+        arbitrarily large (an exact optimiser such as L-BFGS finds that). Both objectives have the same
+        minimiser pi^u whenever the policy class contains it (checked exactly on tabular CMDPs).
         """
         penalty_tensor = th.as_tensor(penalty, dtype=self.batch.advantages.dtype, device=self.batch.advantages.device)
-        target = (self.batch.advantages - self.batch.cost_advantages @ penalty_tensor) / eta
+        log_target = th.log(self.batch.weights) + (self.batch.advantages - self.batch.cost_advantages @ penalty_tensor) / eta
+        sample_weights = th.softmax(log_target, dim=0).detach()  # self-normalised: no overflow
         optimizer = th.optim.LBFGS(self.parameters, lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
-        weights = self.batch.weights
 
         def closure() -> th.Tensor:
             optimizer.zero_grad()
-            distribution = self.policy.get_distribution(self.batch.observations)  # type: ignore[operator]
-            ratio = th.exp(distribution.log_prob(self.batch.actions) - self.old_log_prob)
-            loss = th.sum(weights * _kl(distribution, self.old_distribution)) - th.sum(weights * ratio * target)
+            log_prob = self.policy.get_distribution(self.batch.observations).log_prob(self.batch.actions)  # type: ignore[operator]
+            loss = -th.sum(sample_weights * log_prob)
             loss.backward()
             return loss
 
@@ -299,3 +308,47 @@ def _bisection(fitted_surrogate, params: AdaptationParams, n_steps: int, u0) -> 
             high = middle
     # the upper end of the bracket is the feasible side
     return DualSolution(u=np.array([high]), n_iterations=evaluations, converged=(high - low) <= 1e-3 * max(high, 1e-6))
+
+
+def adapt_on_rollout(
+    policy: Any,
+    rollout: RolloutData,
+    lambda_: float,
+    lambda_c: Any,
+    cost_limit: Any,
+    delta_c: Any = 0.0,
+    normalize_advantage: bool = True,
+    **solver_kwargs: Any,
+) -> ParametricAdaptResult:
+    """
+    A^s in episode units on an SB3 cost policy, from a rollout of that policy: the surrogate uses
+    Jc(pi_phi) = the rollout's mean episode cost and H = its mean episode length (so the paper's
+    gamma is replaced by 1 - 1/H in eta_u and in the dual gradient).
+
+    :param policy: a policy with ``actor_parameters()`` and ``get_distribution`` (pi_phi on entry, pi^u* on return)
+    :param rollout: data collected with ``policy`` on one task
+    :param lambda_: lambda
+    :param lambda_c: lambda_c (float or per channel)
+    :param cost_limit: d in episode units (float or per channel)
+    :param delta_c: delta (float or per channel)
+    :param normalize_advantage: divide the reward advantages by their standard deviation, so that
+        lambda is relative to the reward scale (the same problem (1) with lambda * std(A)); the cost
+        advantages are never rescaled, the constraints stay in cost units
+    :param solver_kwargs: forwarded to :func:`parametric_safe_adapt`
+    :return: the result of the step
+    """
+    horizon = rollout.horizon
+    n_costs = rollout.cost_advantages.shape[1]
+    params = AdaptationParams.create(lambda_, lambda_c, cost_limit, delta_c, 1.0 - 1.0 / horizon, n_costs)
+    batch = rollout.to_batch(policy.device)
+    if normalize_advantage:
+        batch.advantages = batch.advantages / (batch.advantages.std() + 1e-8)
+    return parametric_safe_adapt(
+        policy,
+        policy.actor_parameters(),
+        batch,
+        rollout.episode_cost,
+        params,
+        horizon,
+        **solver_kwargs,
+    )

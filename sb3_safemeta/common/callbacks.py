@@ -1,0 +1,96 @@
+"""
+Callbacks with a hook at the end of every meta-iteration, and checkpointing for resumable
+meta-training.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+
+__all__ = ["MetaCheckpointCallback", "MetaIterationCallback", "call_meta_iteration_end"]
+
+
+class MetaIterationCallback(BaseCallback):
+    """A callback that is also called once at the end of each meta-iteration (phi just updated)."""
+
+    def on_meta_iteration_end(self) -> bool:
+        """:return: False to stop training"""
+        return self._on_meta_iteration_end()
+
+    def _on_meta_iteration_end(self) -> bool:
+        return True
+
+    def _on_step(self) -> bool:
+        return True
+
+
+def call_meta_iteration_end(callback: BaseCallback) -> bool:
+    """
+    Call ``on_meta_iteration_end`` on every :class:`MetaIterationCallback` inside ``callback``.
+
+    :param callback: the callback passed to ``learn`` (possibly a CallbackList)
+    :return: False if one of them asked to stop
+    """
+    callbacks = callback.callbacks if isinstance(callback, CallbackList) else [callback]
+    keep_going = True
+    for item in callbacks:
+        if isinstance(item, CallbackList):
+            keep_going = call_meta_iteration_end(item) and keep_going
+        elif isinstance(item, MetaIterationCallback):
+            keep_going = item.on_meta_iteration_end() and keep_going
+    return keep_going
+
+
+class MetaCheckpointCallback(MetaIterationCallback):
+    """
+    Save the model every ``save_freq`` meta-iterations, at the iteration boundary, so that
+    ``Model.load(path, env=...).learn(total_timesteps, reset_num_timesteps=False)`` continues with
+    exactly the meta-iterations that were left (the task sampler's state is saved too).
+
+    Writes ``<save_path>/<name_prefix>_<iterations>_iterations.zip`` and overwrites
+    ``<save_path>/<name_prefix>_latest.zip``.
+
+    :param save_freq: meta-iterations between two checkpoints
+    :param save_path: folder of the checkpoints
+    :param name_prefix: file name prefix
+    :param keep_all: keep every checkpoint (else only ``latest``)
+    :param verbose: 1 prints a line per checkpoint
+    """
+
+    def __init__(
+        self,
+        save_freq: int,
+        save_path: str | pathlib.Path,
+        name_prefix: str = "safemeta",
+        keep_all: bool = False,
+        verbose: int = 0,
+    ) -> None:
+        super().__init__(verbose)
+        if int(save_freq) < 1:
+            raise ValueError(f"save_freq must be a positive number of meta-iterations, got {save_freq!r}")
+        self.save_freq, self.save_path, self.name_prefix, self.keep_all = (
+            int(save_freq),
+            pathlib.Path(save_path),
+            name_prefix,
+            keep_all,
+        )
+
+    @property
+    def latest_path(self) -> pathlib.Path:
+        return self.save_path / f"{self.name_prefix}_latest.zip"
+
+    def _on_meta_iteration_end(self) -> bool:
+        iterations = int(getattr(self.model, "meta_iterations", 0))
+        if iterations % self.save_freq == 0:
+            self.save_path.mkdir(parents=True, exist_ok=True)
+            if self.keep_all:
+                self.model.save(self.save_path / f"{self.name_prefix}_{iterations}_iterations.zip")
+            # write then rename: a run killed while saving never leaves a truncated "latest"
+            temporary = self.save_path / f".{self.name_prefix}_latest.tmp.zip"
+            self.model.save(temporary)
+            temporary.replace(self.latest_path)
+            if self.verbose:
+                print(f"checkpoint: {self.latest_path} after {iterations} meta-iterations")
+        return True

@@ -1,0 +1,149 @@
+"""
+The anytime-safety report of meta-test (Section 5.1; Figure 1, columns 3-4 of the paper): for each
+adaptation step k = 0..K, the average episode reward over tasks and the MAXIMUM episode cost over
+tasks against the limit d. "Anytime safety" means every explored policy, pi_[0] included, is within d.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import pathlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["MetaTestReport"]
+
+
+@dataclass
+class MetaTestReport:
+    """
+    Episode returns and costs of every policy pi_[k] of every test task.
+
+    :param returns: (n_tasks, n_steps + 1) mean episode return of pi_[k] on each task
+    :param costs: (n_tasks, n_steps + 1, p) mean episode cost of pi_[k] on each task
+    :param cost_limits: (n_tasks, p) the limit d of each task
+    :param tasks: the test tasks
+    :param label: a name for tables and plots
+    """
+
+    returns: np.ndarray
+    costs: np.ndarray
+    cost_limits: np.ndarray
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+    label: str = "SafeMetaDual"
+
+    @property
+    def n_tasks(self) -> int:
+        return self.returns.shape[0]
+
+    @property
+    def n_steps(self) -> int:
+        """:return: K, the number of adaptation steps (K + 1 policies per task)"""
+        return self.returns.shape[1] - 1
+
+    @property
+    def violations(self) -> np.ndarray:
+        """:return: (n_tasks, K + 1) bool, True where some channel's episode cost exceeds d"""
+        return np.any(self.costs > self.cost_limits[:, None, :] + 1e-9, axis=-1)
+
+    @property
+    def safe_fraction(self) -> float:
+        """:return: fraction of all explored policies (tasks x steps) within the limit"""
+        return float(1.0 - self.violations.mean())
+
+    def rows(self) -> list[dict[str, float]]:
+        """:return: one row per adaptation step k"""
+        rows = []
+        for k in range(self.n_steps + 1):
+            rows.append(
+                {
+                    "step": k,
+                    "mean_return": float(self.returns[:, k].mean()),
+                    "max_cost": float(self.costs[:, k, 0].max()),
+                    "mean_cost": float(self.costs[:, k, 0].mean()),
+                    "cost_limit": float(self.cost_limits[:, 0].min()),
+                    "violations": int(self.violations[:, k].sum()),
+                }
+            )
+        return rows
+
+    def table(self) -> str:
+        """:return: the anytime-safety table as text (cost channel 0; every channel counts in violations)"""
+        lines = [
+            f"Anytime safety ({self.label}): {self.n_tasks} test tasks, {self.n_steps} adaptation steps",
+            f"{'k':>3} {'mean return':>12} {'max cost':>9} {'mean cost':>9} {'d':>7} {'violations':>10}",
+        ]
+        for row in self.rows():
+            lines.append(
+                f"{row['step']:>3} {row['mean_return']:>12.2f} {row['max_cost']:>9.2f} {row['mean_cost']:>9.2f} "
+                f"{row['cost_limit']:>7.2f} {row['violations']:>7}/{self.n_tasks}"
+            )
+        lines.append(f"policies within the limit: {self.safe_fraction:.1%} of {self.violations.size}")
+        return "\n".join(lines)
+
+    def save(self, path: str | pathlib.Path) -> None:
+        """
+        Write ``<path>.csv`` (the table) and ``<path>.json`` (everything, per task).
+
+        :param path: path without extension
+        """
+        path = pathlib.Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_suffix(".csv"), "w", newline="") as file_handler:
+            writer = csv.DictWriter(file_handler, fieldnames=list(self.rows()[0]))
+            writer.writeheader()
+            writer.writerows(self.rows())
+        payload = {
+            "label": self.label,
+            "returns": self.returns.tolist(),
+            "costs": self.costs.tolist(),
+            "cost_limits": self.cost_limits.tolist(),
+            "tasks": self.tasks,
+            "safe_fraction": self.safe_fraction,
+        }
+        path.with_suffix(".json").write_text(json.dumps(payload, indent=1))
+
+    @classmethod
+    def load(cls, path: str | pathlib.Path) -> MetaTestReport:
+        """:param path: a ``.json`` written by :meth:`save` (extension optional)"""
+        payload = json.loads(pathlib.Path(path).with_suffix(".json").read_text())
+        return cls(
+            returns=np.asarray(payload["returns"]),
+            costs=np.asarray(payload["costs"]),
+            cost_limits=np.asarray(payload["cost_limits"]),
+            tasks=payload["tasks"],
+            label=payload["label"],
+        )
+
+    def plot(self, path: str | pathlib.Path, others: list[MetaTestReport] | None = None) -> None:
+        """
+        The two panels of Figure 1 (meta-test): average return and maximum cost over tasks per
+        adaptation step, with the limit d dashed; other reports (baselines) on the same axes.
+
+        :param path: image file (e.g. ``.png``)
+        :param others: more reports to draw
+        """
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+        for report in [self, *(others or [])]:
+            steps = np.arange(report.n_steps + 1)
+            mean, spread = report.returns.mean(axis=0), report.returns.std(axis=0)
+            (line,) = left.plot(steps, mean, label=report.label)
+            left.fill_between(steps, mean - spread, mean + spread, alpha=0.2, color=line.get_color())
+            right.plot(steps, report.costs[:, :, 0].max(axis=0), label=report.label, color=line.get_color())
+        right.axhline(float(self.cost_limits[:, 0].min()), color="black", linestyle="--", label="cost limit d")
+        left.set(xlabel="adaptation step k", ylabel="average episode return", title="Meta-test: reward")
+        right.set(xlabel="adaptation step k", ylabel="maximum episode cost", title="Meta-test: max cost over tasks")
+        left.legend(loc="lower right")
+        right.legend(loc="upper right")
+        figure.tight_layout()
+        pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=120)
+        plt.close(figure)

@@ -1,0 +1,147 @@
+"""
+One task's rollout, flattened and ready for an adaptation or a meta-gradient: the bridge between
+the cost rollout buffer (per step, per env) and the dual method (per sample).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch as th
+
+from sb3_safemeta.common.advantages import episode_time_steps, linear_baseline_advantages
+from sb3_safemeta.common.buffers import CostRolloutBuffer
+from sb3_safemeta.common.parametric_adaptation import AdaptationBatch
+
+__all__ = ["ADVANTAGE_ESTIMATORS", "RolloutData"]
+
+ADVANTAGE_ESTIMATORS = ("gae", "mc")
+
+
+@dataclass
+class RolloutData:
+    """
+    Samples and episode statistics of one rollout of one policy on one task.
+
+    =====================  ==================  =========  ======================================
+    field                  shape               dtype      meaning
+    =====================  ==================  =========  ======================================
+    observations           (n, *obs_shape)     float32    states s
+    actions                (n, *action_shape)  float32    actions a (int64 for Discrete)
+    advantages             (n,)                float32    reward advantages A(s, a)
+    cost_advantages        (n, p)              float32    cost advantages A_ci(s, a)
+    episode_returns        (n_episodes,)       float64    undiscounted returns of completed episodes
+    episode_costs          (n_episodes, p)     float64    undiscounted costs of completed episodes
+    episode_lengths        (n_episodes,)       float64    lengths of completed episodes
+    =====================  ==================  =========  ======================================
+
+    :param observations: see table
+    :param actions: see table
+    :param advantages: see table
+    :param cost_advantages: see table
+    :param episode_returns: see table
+    :param episode_costs: see table
+    :param episode_lengths: see table
+    """
+
+    observations: np.ndarray
+    actions: np.ndarray
+    advantages: np.ndarray
+    cost_advantages: np.ndarray
+    episode_returns: np.ndarray
+    episode_costs: np.ndarray
+    episode_lengths: np.ndarray
+
+    @classmethod
+    def from_buffer(
+        cls,
+        buffer: CostRolloutBuffer,
+        episode_returns: list[float],
+        episode_costs: list[np.ndarray],
+        episode_lengths: list[int],
+        estimator: str = "gae",
+    ) -> RolloutData:
+        """
+        Read a filled buffer (before ``get()`` flattens it).
+
+        :param buffer: the rollout buffer, after ``compute_returns_and_advantage``
+        :param episode_returns: returns of the episodes completed during the rollout
+        :param episode_costs: costs (p,) of the episodes completed during the rollout
+        :param episode_lengths: lengths of those episodes
+        :param estimator: ``"gae"``: the buffer's GAE advantages (learned value and cost-value
+            heads); ``"mc"``: Monte-Carlo returns (the buffer's returns, which are Monte-Carlo when its
+            GAE lambdas are 1) minus a per-task linear feature baseline (Algorithms 3-4)
+        :return: the flattened rollout
+        """
+        if estimator not in ADVANTAGE_ESTIMATORS:
+            raise ValueError(f"advantage_estimator must be one of {ADVANTAGE_ESTIMATORS}, got {estimator!r}")
+        if buffer.generator_ready:
+            raise RuntimeError("the rollout buffer was already flattened by get(): read it before training")
+        n_samples = buffer.buffer_size * buffer.n_envs
+        n_costs = buffer.costs.shape[-1]
+        observations = buffer.observations.reshape(n_samples, *buffer.observations.shape[2:])
+        actions = buffer.actions.reshape(n_samples, *buffer.actions.shape[2:])
+        if estimator == "gae":
+            advantages = buffer.advantages.reshape(n_samples)
+            cost_advantages = buffer.cost_advantages.reshape(n_samples, n_costs)
+        else:
+            time_steps = episode_time_steps(buffer.episode_starts).reshape(n_samples)
+            targets = np.concatenate(
+                [buffer.returns.reshape(n_samples, 1), buffer.cost_returns.reshape(n_samples, n_costs)], axis=1
+            )
+            fitted = linear_baseline_advantages(targets, observations, time_steps)
+            advantages, cost_advantages = fitted[:, 0], fitted[:, 1:]
+        if not np.all(np.isfinite(advantages)) or not np.all(np.isfinite(cost_advantages)):
+            raise ValueError("NaN or infinite advantages: check the rewards, the costs and the value estimates")
+        return cls(
+            observations=observations,
+            actions=actions,
+            advantages=advantages.astype(np.float32),
+            cost_advantages=cost_advantages.astype(np.float32),
+            episode_returns=np.asarray(episode_returns, dtype=np.float64),
+            episode_costs=np.asarray(episode_costs, dtype=np.float64).reshape(len(episode_costs), n_costs),
+            episode_lengths=np.asarray(episode_lengths, dtype=np.float64),
+        )
+
+    @property
+    def n_episodes(self) -> int:
+        return len(self.episode_returns)
+
+    def _require_episodes(self) -> None:
+        if self.n_episodes == 0:
+            raise ValueError(
+                "no episode was completed during the rollout: the episode cost Jc(pi) cannot be estimated. "
+                "Increase n_steps (n_steps * n_envs must cover at least one episode, ideally several)."
+            )
+
+    @property
+    def episode_cost(self) -> np.ndarray:
+        """:return: the estimate of Jc(pi) in episode units: the mean cost of completed episodes, (p,)"""
+        self._require_episodes()
+        return self.episode_costs.mean(axis=0)
+
+    @property
+    def episode_return(self) -> float:
+        """:return: the mean return of completed episodes"""
+        self._require_episodes()
+        return float(self.episode_returns.mean())
+
+    @property
+    def horizon(self) -> float:
+        """:return: H, the mean episode length: it stands for 1/(1 - gamma) in the episode-unit surrogate"""
+        self._require_episodes()
+        return float(max(self.episode_lengths.mean(), 1.0 + 1e-6))
+
+    def to_batch(self, device: th.device | str = "cpu") -> AdaptationBatch:
+        """:return: the samples as an :class:`AdaptationBatch` with uniform weights"""
+        n_samples = len(self.advantages)
+        observations = th.as_tensor(self.observations, device=device)
+        actions = th.as_tensor(self.actions, device=device)
+        return AdaptationBatch(
+            observations=observations.float() if observations.is_floating_point() else observations,
+            actions=actions,
+            advantages=th.as_tensor(self.advantages, device=device),
+            cost_advantages=th.as_tensor(self.cost_advantages, device=device),
+            weights=th.full((n_samples,), 1.0 / n_samples, device=device),
+        )

@@ -1,0 +1,293 @@
+from __future__ import annotations
+
+import io
+import pathlib
+from collections.abc import Iterator
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.save_util import load_from_zip_file
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+
+from sb3_safemeta.common.dual import AdaptationParams
+from sb3_safemeta.common.on_policy_cost_algorithm import OnPolicyCostAlgorithm
+from sb3_safemeta.common.parametric_adaptation import ParametricAdaptResult, adapt_on_rollout
+from sb3_safemeta.common.rollout_data import ADVANTAGE_ESTIMATORS, RolloutData
+from sb3_safemeta.common.validation import check_positive
+from sb3_safemeta.safe_adapter.policies import MlpPolicy
+
+SelfSafeAdapter = TypeVar("SelfSafeAdapter", bound="SafeAdapter")
+
+
+class SafeAdapter(OnPolicyCostAlgorithm):
+    """
+    Safe policy adaptation by the dual method (A^s), from "Safe Meta-Reinforcement Learning via
+    Dual-Method-Based Policy Adaptation: Near-Optimality and Anytime Safety Guarantee"
+    (Section 3.1, 4.1; Algorithms 1 and 3; Appendix E.2).
+
+    Each iteration of ``learn()`` is one adaptation step: collect ``n_steps * n_envs`` steps with the
+    current policy pi_phi, estimate reward and cost advantages, solve problem (1) by the dual method
+    (multipliers u*, closed form pi^u fitted by the actor's parameters), then refit the critics. With
+    ``delta_c=0`` and large enough ``lambda_``/``lambda_c`` every policy of the sequence satisfies the
+    cost limit (Corollary 1): this is the algorithm that runs at meta-test on a new task, and a
+    single-task safe RL algorithm on any environment that reports ``info["cost"]``.
+
+    Units: ``cost_limit`` is the undiscounted cost summed over an episode (Safety-Gymnasium
+    convention). The surrogate of each constraint is
+    ``Jc_ep(pi_phi) + H * E[ratio * A_c] + lambda_c * E[KL(pi || pi_phi)]`` with ``H`` the mean episode
+    length of the rollout, which stands for the paper's 1/(1 - gamma) (see
+    :mod:`sb3_safemeta.common.parametric_adaptation`).
+
+    :param policy: the policy model to use (MlpPolicy, or a CostActorCriticPolicy subclass)
+    :param env: the environment to learn from (if registered in Gym, can be str); it must report
+        ``info["cost"]``
+    :param cost_limit: the episode cost limit d, a float or one entry per cost channel
+    :param lambda_: KL weight lambda of the objective of problem (1) (> 0); in the units of the
+        reward advantages (the paper tunes it so that the KL of a step is about 0.03)
+    :param lambda_c: KL weight lambda_c of each constraint (>= 0), float or per channel
+    :param delta_c: allowable violation delta of each constraint (>= 0); 0 is strict anytime safety
+    :param learning_rate: learning rate of the critics (value and cost-value heads), or a schedule
+    :param n_steps: steps per environment per adaptation step
+    :param batch_size: minibatch size of the critic regression
+    :param n_critic_epochs: epochs of critic regression per adaptation step
+    :param gamma: discount factor of the reward advantages
+    :param gae_lambda: GAE lambda of the reward advantages
+    :param cost_gae_lambda: GAE lambda of the cost advantages (None: same as ``gae_lambda``)
+    :param advantage_estimator: ``"gae"`` (learned value and cost-value heads; the default, since a
+        single-task learner has the data to fit its critics) or ``"mc"`` (Monte-Carlo returns minus a
+        per-rollout linear feature baseline, Algorithms 3-4: no critic needed, used at meta-test where
+        the critic has never seen the task)
+    :param dual_solver: ``"auto"`` (bisection for one cost channel, else projected gradient descent),
+        ``"bisection"`` or ``"pgd"`` (Algorithm 1)
+    :param beta: PGD step size (u <- max(0, u - beta (d + delta - g)))
+    :param n_dual_steps: dual iterations per adaptation step
+    :param fit_steps: L-BFGS iterations per fit of pi^u
+    :param backtrack_steps: feasibility backtracking steps after the dual solve (0 disables)
+    :param n_costs: number of cost channels p (None: from the env's ``n_costs`` attribute or ``cost_limit``)
+    :param stats_window_size: window size for the rollout logging
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments to be passed to the policy on creation
+    :param verbose: verbosity level: 0 no output, 1 info messages, 2 debug messages
+    :param seed: seed for the pseudo random generators
+    :param device: device (cpu, cuda, ...) on which the code should be run
+    :param _init_setup_model: whether or not to build the network at the creation of the instance
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
+
+    def __init__(
+        self,
+        policy: str | type[MlpPolicy],
+        env: GymEnv | str,
+        cost_limit: float | list[float] = 25.0,
+        lambda_: float = 1.0,
+        lambda_c: float | list[float] = 1.0,
+        delta_c: float | list[float] = 0.0,
+        learning_rate: float | Schedule = 1e-3,
+        n_steps: int = 2048,
+        batch_size: int = 256,
+        n_critic_epochs: int = 5,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.95,
+        cost_gae_lambda: float | None = None,
+        advantage_estimator: str = "gae",
+        dual_solver: str = "auto",
+        beta: float = 1.0,
+        n_dual_steps: int = 20,
+        fit_steps: int = 25,
+        backtrack_steps: int = 15,
+        n_costs: int | None = None,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ):
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            ent_coef=0.0,
+            vf_coef=1.0,
+            max_grad_norm=0.5,
+            use_sde=False,
+            sde_sample_freq=-1,
+            cost_limit=cost_limit,
+            n_costs=n_costs,
+            cost_gae_lambda=cost_gae_lambda,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+            _init_setup_model=False,
+            supported_action_spaces=(spaces.Box, spaces.Discrete),
+        )
+        if advantage_estimator not in ADVANTAGE_ESTIMATORS:
+            raise ValueError(f"advantage_estimator must be one of {ADVANTAGE_ESTIMATORS}, got {advantage_estimator!r}")
+        self.lambda_ = lambda_
+        self.lambda_c = lambda_c
+        self.delta_c = delta_c
+        self.batch_size = int(check_positive(batch_size, "batch_size"))
+        self.n_critic_epochs = int(check_positive(n_critic_epochs, "n_critic_epochs", strict=False))
+        self.advantage_estimator = advantage_estimator
+        self.dual_solver = dual_solver
+        self.beta = check_positive(beta, "beta")
+        self.n_dual_steps = int(check_positive(n_dual_steps, "n_dual_steps"))
+        self.fit_steps = int(check_positive(fit_steps, "fit_steps"))
+        self.backtrack_steps = int(check_positive(backtrack_steps, "backtrack_steps", strict=False))
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        if self.advantage_estimator == "mc":
+            # Monte-Carlo returns: GAE with lambda = 1 is the discounted return-to-go, bootstrapped only
+            # where the rollout cuts an episode; the baseline is fitted per rollout (rollout_data.py)
+            self.gae_lambda = self.cost_gae_lambda = 1.0
+        super()._setup_model()
+        # validate here (n_costs is known only now); a bad value raises a ValueError naming it
+        AdaptationParams.create(self.lambda_, self.lambda_c, self.cost_limit, self.delta_c, 0.5, self.n_costs)
+        self.dual_multipliers = np.zeros(self.n_costs)
+        self.critic_optimizer = self.policy.optimizer_class(  # type: ignore[call-arg]
+            self.policy.critic_parameters(), lr=self.lr_schedule(1), **self.policy.optimizer_kwargs
+        )
+
+    def adapt(self, rollout: RolloutData) -> ParametricAdaptResult:
+        """
+        One safe adaptation step A^s of ``self.policy`` from a rollout of it (in place).
+
+        :param rollout: data collected with the current policy
+        :return: multipliers u*, eta, surrogate costs and diagnostics
+        """
+        result = adapt_on_rollout(
+            self.policy,
+            rollout,
+            lambda_=self.lambda_,
+            lambda_c=self.lambda_c,
+            cost_limit=self.cost_limit,
+            delta_c=self.delta_c,
+            u0=self.dual_multipliers,
+            dual_solver=self.dual_solver,
+            beta=self.beta,
+            n_dual_steps=self.n_dual_steps,
+            fit_steps=self.fit_steps,
+            backtrack_steps=self.backtrack_steps,
+        )
+        if not result.recovery:
+            self.dual_multipliers = result.u  # warm start of the next step's dual
+        return result
+
+    def train(self) -> None:
+        """One adaptation step from the rollout just collected, then a critic refit."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.critic_optimizer)
+        rollout = self.rollout_data(self.advantage_estimator)
+        result = self.adapt(rollout)
+        self.train_critics(self.n_critic_epochs, self.batch_size, self.critic_optimizer)
+        self._n_updates += 1
+
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/kl", result.kl)
+        self.logger.record("train/eta", result.eta)
+        self.logger.record("train/surrogate_objective", result.objective)
+        self.logger.record("train/dual_iterations", result.n_dual_iterations)
+        self.logger.record("train/backtrack_fraction", result.backtrack_fraction)
+        self.logger.record("train/recovery", int(result.recovery))
+        self.logger.record("train/horizon", rollout.horizon)
+        for i in range(self.n_costs):
+            self.logger.record(f"train/u_{i}", float(result.u[i]))
+            self.logger.record(f"train/surrogate_cost_{i}", float(result.surrogate_cost[i]))
+            self.logger.record(f"train/episode_cost_{i}", float(rollout.episode_cost[i]))
+
+    def learn(
+        self: SelfSafeAdapter,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str = "SafeAdapter",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfSafeAdapter:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
+
+    def adaptation_chain(self, n_adapt_steps: int) -> Iterator[RolloutData]:
+        """
+        Meta-test on the env's current task: pi_[0] is the current policy, pi_[k+1] = A^s(pi_[k])
+        (Corollary 1). Yields the rollout of every policy pi_[0], ..., pi_[K] (K + 1 rollouts, K steps).
+
+        :param n_adapt_steps: K
+        :return: an iterator over the rollouts (episode returns and costs of each pi_[k])
+        """
+        total = (n_adapt_steps + 1) * self.n_steps * self.n_envs
+        _, callback = self._setup_learn(total, None, reset_num_timesteps=True, tb_log_name="adaptation_chain")
+        callback.on_training_start(locals(), globals())
+        self.start_new_episodes()
+        for step in range(n_adapt_steps + 1):
+            self.collect_rollouts(self.env, callback, self.rollout_buffer, n_rollout_steps=self.n_steps)  # type: ignore[arg-type]
+            rollout = self.rollout_data(self.advantage_estimator)
+            yield rollout
+            if step < n_adapt_steps:
+                self.adapt(rollout)
+                if self.advantage_estimator == "gae":
+                    self.train_critics(self.n_critic_epochs, self.batch_size, self.critic_optimizer)
+        callback.on_training_end()
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        return ["policy", "critic_optimizer"], []
+
+    @classmethod
+    def from_meta(
+        cls: type[SelfSafeAdapter],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | str,
+        device: th.device | str = "auto",
+        **kwargs: Any,
+    ) -> SelfSafeAdapter:
+        """
+        Start a safe adaptation from a saved policy: a SafeMetaDual meta-policy (its adaptation
+        hyper-parameters are reused unless overridden), a SafeAdapter, or a plain SB3 PPO/TRPO
+        ``MlpPolicy`` zip (same default network, 2x64 tanh: its actor and value weights are loaded,
+        the cost-value heads start fresh).
+
+        :param path: the zip file
+        :param env: the task environment (must report ``info["cost"]``)
+        :param device: device of the new model
+        :param kwargs: SafeAdapter arguments (override the saved ones)
+        :return: a SafeAdapter whose policy is the saved one
+        """
+        data, params, _ = load_from_zip_file(path, device=device)
+        if data is None or "policy" not in (params or {}):
+            raise ValueError(f"{path!s} is not an SB3 model zip with policy weights")
+        saved = {
+            key: data[key]
+            for key in ("cost_limit", "lambda_", "lambda_c", "delta_c", "gamma", "gae_lambda", "advantage_estimator")
+            if key in data
+        }
+        policy_kwargs = dict(data.get("policy_kwargs") or {})
+        policy_kwargs.pop("n_costs", None)
+        saved.update(kwargs)
+        saved.setdefault("policy_kwargs", policy_kwargs)
+        adapter = cls("MlpPolicy", env, device=device, **saved)
+        missing, unexpected = adapter.policy.load_state_dict(params["policy"], strict=False)
+        if unexpected or any(not key.startswith("cost_value_net") for key in missing):
+            raise ValueError(
+                f"{path!s}: the saved policy does not fit this SafeAdapter's network "
+                f"(missing {missing}, unexpected {unexpected}); pass the same policy_kwargs (net_arch, activation_fn)"
+            )
+        return adapter

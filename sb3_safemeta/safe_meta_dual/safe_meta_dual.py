@@ -1,0 +1,448 @@
+from __future__ import annotations
+
+import copy
+import pathlib
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.utils import safe_mean
+
+from sb3_safemeta.common.callbacks import call_meta_iteration_end
+from sb3_safemeta.common.dual import AdaptationParams
+from sb3_safemeta.common.evaluation import MetaTestReport
+from sb3_safemeta.common.meta_gradient import ImportanceWeightedSurrogate, MeanKL
+from sb3_safemeta.common.on_policy_cost_algorithm import OnPolicyCostAlgorithm
+from sb3_safemeta.common.parametric_adaptation import adapt_on_rollout
+from sb3_safemeta.common.rollout_data import ADVANTAGE_ESTIMATORS, RolloutData
+from sb3_safemeta.common.tasks import Task, check_task_distribution, task_cost_limit
+from sb3_safemeta.common.trust_region import TrustRegionResult, trust_region_step
+from sb3_safemeta.common.validation import check_positive
+from sb3_safemeta.safe_meta_dual.policies import MlpPolicy
+
+SelfSafeMetaDual = TypeVar("SelfSafeMetaDual", bound="SafeMetaDual")
+
+CRPO_RULES = ("any", "mean")
+# states kept for the Fisher / KL of the trust region (subsampled beyond this, for speed)
+_MAX_TRUST_REGION_STATES = 10_000
+
+
+class SafeMetaDual(OnPolicyCostAlgorithm):
+    """
+    Safe meta-policy training with the dual-method adaptation, from "Safe Meta-Reinforcement
+    Learning via Dual-Method-Based Policy Adaptation: Near-Optimality and Anytime Safety Guarantee"
+    (Section 3.2, 4.2; Algorithms 2 and 4).
+
+    One meta-iteration samples ``meta_batch_size`` tasks. For each task it collects a rollout with
+    the meta-policy pi_phi. If pi_phi violates some task's limit (Jc > d + delta), the iteration takes
+    the cost-reducing TRPO step of Algorithm 2 (lines 9-12) instead. Otherwise every task's policy
+    is adapted by A^s (the SafeAdapter step), a rollout of each adapted policy gives the meta-gradient
+    of Algorithm 4 line 7, and phi takes a TRPO step (natural gradient by conjugate gradient, KL bound
+    ``target_kl``, backtracking line search). Batch rule (``crpo_rule``): ``"any"`` (default, safety
+    first) takes the cost step as soon as any task of the batch violates, on the mean cost of the
+    violating tasks; ``"mean"`` takes it only when the batch's mean cost violates the limit.
+
+    After training, :meth:`meta_test` adapts the meta-policy to unseen tasks with ``n_adapt_steps``
+    SafeAdapter steps each and reports the return and the maximum cost of every explored policy.
+
+    Timesteps: one meta-iteration uses ``meta_batch_size * 2 * n_steps * n_envs`` environment steps
+    (fewer when the cost step is taken); ``learn(total_timesteps)`` runs meta-iterations until
+    ``total_timesteps`` is reached.
+
+    :param policy: the policy model to use (MlpPolicy)
+    :param env: a task environment (see :mod:`sb3_safemeta.common.tasks`), or its registered id
+    :param cost_limit: episode cost limit d (float or per channel); a task's ``"cost_limit"`` overrides it
+    :param lambda_: lambda of the adaptation A^s (Table 2 of the paper per scenario)
+    :param lambda_c: lambda_c of A^s (the paper sets lambda_c = lambda)
+    :param delta_c: allowable violation delta of problems (1) and (2)
+    :param meta_batch_size: tasks per meta-iteration (paper: 10)
+    :param n_steps: steps per environment per rollout (one rollout per policy per task)
+    :param target_kl: KL bound of the TRPO step on phi (paper: 1e-3)
+    :param cg_max_steps: conjugate-gradient iterations of the TRPO step
+    :param cg_damping: damping of the Fisher-vector product
+    :param line_search_shrinking_factor: step shrink factor of the line search
+    :param line_search_max_iter: line-search iterations
+    :param learning_rate: learning rate of the critics (used with ``advantage_estimator="gae"``)
+    :param batch_size: minibatch size of the critic regression
+    :param n_critic_epochs: critic epochs per rollout (``"gae"`` only)
+    :param gamma: discount factor
+    :param gae_lambda: GAE lambda (``"gae"`` only)
+    :param advantage_estimator: ``"mc"`` (default, Algorithms 3-4: Monte-Carlo returns and a per-task
+        linear baseline, since one critic for all tasks cannot know which task it is in) or ``"gae"``
+    :param crpo_rule: ``"any"`` or ``"mean"`` (see above)
+    :param dual_solver: dual solver of A^s (see :class:`~sb3_safemeta.SafeAdapter`)
+    :param beta: PGD step size of the dual
+    :param n_dual_steps: dual iterations of A^s
+    :param fit_steps: L-BFGS iterations per fit of pi^u
+    :param backtrack_steps: feasibility backtracking steps of A^s
+    :param n_costs: number of cost channels (None: from the env or ``cost_limit``)
+    :param stats_window_size: window size for the rollout logging
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments to be passed to the policy on creation
+    :param verbose: verbosity level: 0 no output, 1 info messages, 2 debug messages
+    :param seed: seed for the pseudo random generators (and the task sampler)
+    :param device: device (cpu, cuda, ...) on which the code should be run
+    :param _init_setup_model: whether or not to build the network at the creation of the instance
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
+
+    def __init__(
+        self,
+        policy: str | type[MlpPolicy],
+        env: GymEnv | str,
+        cost_limit: float | list[float] = 25.0,
+        lambda_: float = 1.0,
+        lambda_c: float | list[float] = 1.0,
+        delta_c: float | list[float] = 0.0,
+        meta_batch_size: int = 10,
+        n_steps: int = 200,
+        target_kl: float = 1e-3,
+        cg_max_steps: int = 10,
+        cg_damping: float = 0.1,
+        line_search_shrinking_factor: float = 0.8,
+        line_search_max_iter: int = 10,
+        learning_rate: float | Schedule = 1e-3,
+        batch_size: int = 256,
+        n_critic_epochs: int = 5,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.95,
+        advantage_estimator: str = "mc",
+        crpo_rule: str = "any",
+        dual_solver: str = "auto",
+        beta: float = 1.0,
+        n_dual_steps: int = 15,
+        fit_steps: int = 20,
+        backtrack_steps: int = 15,
+        n_costs: int | None = None,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ):
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            ent_coef=0.0,
+            vf_coef=1.0,
+            max_grad_norm=0.5,
+            use_sde=False,
+            sde_sample_freq=-1,
+            cost_limit=cost_limit,
+            n_costs=n_costs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+            _init_setup_model=False,
+            supported_action_spaces=(spaces.Box, spaces.Discrete),
+        )
+        if advantage_estimator not in ADVANTAGE_ESTIMATORS:
+            raise ValueError(f"advantage_estimator must be one of {ADVANTAGE_ESTIMATORS}, got {advantage_estimator!r}")
+        if crpo_rule not in CRPO_RULES:
+            raise ValueError(f"crpo_rule must be one of {CRPO_RULES}, got {crpo_rule!r}")
+        self.lambda_ = lambda_
+        self.lambda_c = lambda_c
+        self.delta_c = delta_c
+        self.meta_batch_size = int(check_positive(meta_batch_size, "meta_batch_size"))
+        self.target_kl = check_positive(target_kl, "target_kl")
+        self.cg_max_steps = int(check_positive(cg_max_steps, "cg_max_steps"))
+        self.cg_damping = check_positive(cg_damping, "cg_damping", strict=False)
+        self.line_search_shrinking_factor = check_positive(line_search_shrinking_factor, "line_search_shrinking_factor")
+        self.line_search_max_iter = int(check_positive(line_search_max_iter, "line_search_max_iter"))
+        self.batch_size = int(check_positive(batch_size, "batch_size"))
+        self.n_critic_epochs = int(check_positive(n_critic_epochs, "n_critic_epochs", strict=False))
+        self.advantage_estimator = advantage_estimator
+        self.crpo_rule = crpo_rule
+        self.dual_solver = dual_solver
+        self.beta = check_positive(beta, "beta")
+        self.n_dual_steps = int(check_positive(n_dual_steps, "n_dual_steps"))
+        self.fit_steps = int(check_positive(fit_steps, "fit_steps"))
+        self.backtrack_steps = int(check_positive(backtrack_steps, "backtrack_steps", strict=False))
+        self.meta_iterations = 0
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        check_task_distribution(self.env)
+        if self.advantage_estimator == "mc":
+            self.gae_lambda = self.cost_gae_lambda = 1.0  # Monte-Carlo returns (see rollout_data.py)
+        super()._setup_model()
+        AdaptationParams.create(self.lambda_, self.lambda_c, self.cost_limit, self.delta_c, 0.5, self.n_costs)
+        # pi^tau of the task being adapted: same architecture, weights copied from phi per task
+        self.adapted_policy = copy.deepcopy(self.policy)
+        self.critic_optimizer = self.policy.optimizer_class(  # type: ignore[call-arg]
+            self.policy.critic_parameters(), lr=self.lr_schedule(1), **self.policy.optimizer_kwargs
+        )
+        self.task_rng = np.random.default_rng(self.seed)
+
+    # ------------------------------------------------------------------ data
+    def sample_tasks(self, n_tasks: int, seed: int | None = None) -> list[Task]:
+        """
+        :param n_tasks: number of tasks
+        :param seed: seed of the draw (None: from the algorithm's task generator)
+        :return: tasks drawn from the environment's task distribution
+        """
+        if seed is None:
+            seed = int(self.task_rng.integers(2**31 - 1))
+        return self.env.env_method("sample_tasks", n_tasks, seed, indices=[0])[0]  # type: ignore[union-attr]
+
+    def _set_task(self, task: Task) -> None:
+        """Every sub-environment runs the task from a fresh episode."""
+        assert self.env is not None
+        self.env.env_method("set_task", task)
+        self.start_new_episodes()
+
+    @contextmanager
+    def _acting_with(self, policy: BasePolicy) -> Iterator[None]:
+        """collect_rollouts acts with ``self.policy``: let it act with an adapted policy for a while."""
+        meta_policy = self.policy
+        self.policy = policy  # type: ignore[assignment]
+        try:
+            yield
+        finally:
+            self.policy = meta_policy
+
+    def _collect(self, policy: BasePolicy, task: Task, callback: BaseCallback) -> RolloutData | None:
+        """One rollout of ``policy`` on ``task``; None if a callback asked to stop."""
+        self._set_task(task)
+        with self._acting_with(policy):
+            if not self.collect_rollouts(self.env, callback, self.rollout_buffer, n_rollout_steps=self.n_steps):
+                return None
+            rollout = self.rollout_data(self.advantage_estimator)
+            if self.advantage_estimator == "gae":
+                self.train_critics(self.n_critic_epochs, self.batch_size, self.critic_optimizer)
+        return rollout
+
+    # ------------------------------------------------------------------ training
+    def learn(
+        self: SelfSafeMetaDual,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str = "SafeMetaDual",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfSafeMetaDual:
+        """
+        Meta-train until ``total_timesteps`` environment steps (Algorithm 2 / 4).
+
+        :param total_timesteps: environment steps, counted over all tasks and both rollouts per task
+        :param callback: callback(s) called at every step (``on_rollout_end`` after each rollout)
+        :param log_interval: meta-iterations between two log dumps
+        :param tb_log_name: name of the run for TensorBoard logging
+        :param reset_num_timesteps: whether or not to reset the current timestep number (used in logging)
+        :param progress_bar: display a progress bar using tqdm and rich
+        :return: the trained model
+        """
+        total_timesteps, callback = self._setup_learn(
+            total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
+        )
+        callback.on_training_start(locals(), globals())
+        while self.num_timesteps < total_timesteps:
+            if not self._meta_iteration(callback):
+                break
+            self.meta_iterations += 1
+            self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
+            if log_interval is not None and self.meta_iterations % log_interval == 0:
+                self.logger.record("meta/iterations", self.meta_iterations, exclude="tensorboard")
+                self.dump_logs(self.meta_iterations)
+            if not call_meta_iteration_end(callback):  # e.g. MetaCheckpointCallback
+                break
+        callback.on_training_end()
+        return self
+
+    def _meta_iteration(self, callback: BaseCallback) -> bool:
+        """One meta-iteration (Algorithm 2 lines 2-13 over a batch). :return: False if a callback stopped training"""
+        start = time.time()
+        tasks = self.sample_tasks(self.meta_batch_size)
+        meta_rollouts: list[RolloutData] = []
+        violating: list[tuple[RolloutData, int]] = []
+        excesses: list[np.ndarray] = []
+        adapted_rollouts: list[RolloutData] = []
+        adaptation_kls, multipliers = [], []
+        for task in tasks:
+            # Algorithm 2 line 3: evaluate Jc(pi_phi) and the advantages with the meta-policy
+            meta_rollout = self._collect(self.policy, task, callback)
+            if meta_rollout is None:
+                return False
+            meta_rollouts.append(meta_rollout)
+            limit = task_cost_limit(task, self.cost_limit, self.n_costs) + np.asarray(self.delta_c)
+            excess = meta_rollout.episode_cost - limit
+            excesses.append(excess)
+            if np.any(excess > 0):
+                # line 10: a violated channel of this task (the worst one)
+                violating.append((meta_rollout, int(np.argmax(excess))))
+                continue
+            # line 5: A^s from phi on this task (Algorithm 3 on the meta-policy's data)
+            self.adapted_policy.load_state_dict(self.policy.state_dict())
+            result = adapt_on_rollout(
+                self.adapted_policy,
+                meta_rollout,
+                lambda_=self.lambda_,
+                lambda_c=self.lambda_c,
+                cost_limit=task_cost_limit(task, self.cost_limit, self.n_costs),
+                delta_c=self.delta_c,
+                dual_solver=self.dual_solver,
+                beta=self.beta,
+                n_dual_steps=self.n_dual_steps,
+                fit_steps=self.fit_steps,
+                backtrack_steps=self.backtrack_steps,
+            )
+            adaptation_kls.append(result.kl)
+            multipliers.append(result.u)
+            # line 6: data of the adapted policy pi^tau on the same task
+            adapted_rollout = self._collect(self.adapted_policy, task, callback)
+            if adapted_rollout is None:
+                return False
+            adapted_rollouts.append(adapted_rollout)
+
+        take_cost_step = bool(violating) and (self.crpo_rule == "any" or np.any(np.mean(excesses, axis=0) > 0))
+        if take_cost_step or not adapted_rollouts:
+            step = self._cost_step(violating or [(rollout, 0) for rollout in meta_rollouts], meta_rollouts)
+        else:
+            step = self._meta_step(adapted_rollouts, meta_rollouts)
+
+        self.logger.record("meta/cost_step", int(take_cost_step or not adapted_rollouts))
+        self.logger.record("meta/violating_tasks", len(violating))
+        self.logger.record("meta/meta_policy_return", safe_mean([r.episode_return for r in meta_rollouts]))
+        self.logger.record("meta/meta_policy_cost_max", float(np.max([r.episode_cost[0] for r in meta_rollouts])))
+        self.logger.record("meta/meta_policy_cost_mean", float(np.mean([r.episode_cost[0] for r in meta_rollouts])))
+        if adapted_rollouts:
+            self.logger.record("meta/adapted_return", safe_mean([r.episode_return for r in adapted_rollouts]))
+            self.logger.record("meta/adapted_cost_max", float(np.max([r.episode_cost[0] for r in adapted_rollouts])))
+            self.logger.record("meta/adaptation_kl", float(np.mean(adaptation_kls)))
+            self.logger.record("meta/u_mean", float(np.mean(multipliers)))
+        self.logger.record("train/is_line_search_success", int(step.success))
+        self.logger.record("train/kl", step.kl)
+        self.logger.record("train/improvement", step.improvement)
+        self.logger.record("train/gradient_norm", step.gradient_norm)
+        self.logger.record("time/meta_iteration_seconds", time.time() - start)
+        self._n_updates += 1
+        return True
+
+    def _trust_region_states(self, rollouts: list[RolloutData]) -> th.Tensor:
+        observations = np.concatenate([rollout.observations for rollout in rollouts])
+        if len(observations) > _MAX_TRUST_REGION_STATES:
+            keep = np.linspace(0, len(observations) - 1, _MAX_TRUST_REGION_STATES).astype(int)
+            observations = observations[keep]
+        return th.as_tensor(observations, device=self.device).float()
+
+    def _samples(self, rollout: RolloutData, weights: np.ndarray) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        batch = rollout.to_batch(self.device)
+        return batch.observations, batch.actions, th.as_tensor(weights, device=self.device)
+
+    def _step(self, surrogate: ImportanceWeightedSurrogate, meta_rollouts: list[RolloutData]) -> TrustRegionResult:
+        return trust_region_step(
+            self.policy.actor_parameters(),
+            surrogate,
+            MeanKL(self.policy, self._trust_region_states(meta_rollouts)),
+            max_kl=self.target_kl,
+            cg_max_steps=self.cg_max_steps,
+            cg_damping=self.cg_damping,
+            shrinking_factor=self.line_search_shrinking_factor,
+            max_backtracks=self.line_search_max_iter,
+        )
+
+    def _meta_step(self, adapted_rollouts: list[RolloutData], meta_rollouts: list[RolloutData]) -> TrustRegionResult:
+        """Algorithm 4 lines 7-8: TRPO ascent on mean_tau E_{pi^tau}[ratio_phi A^{pi^tau}]."""
+        samples = [self._samples(rollout, rollout.advantages) for rollout in adapted_rollouts]
+        return self._step(ImportanceWeightedSurrogate(self.policy, samples, sign=1.0), meta_rollouts)
+
+    def _cost_step(self, violating: list[tuple[RolloutData, int]], meta_rollouts: list[RolloutData]) -> TrustRegionResult:
+        """Algorithm 2 lines 10-12: TRPO descent on the violated cost of each violating task."""
+        samples = [self._samples(rollout, rollout.cost_advantages[:, channel]) for rollout, channel in violating]
+        return self._step(ImportanceWeightedSurrogate(self.policy, samples, sign=-1.0), meta_rollouts)
+
+    # ------------------------------------------------------------------ meta-test
+    def meta_test(
+        self,
+        n_tasks: int = 20,
+        n_adapt_steps: int = 20,
+        tasks: list[Task] | None = None,
+        seed: int = 10_000,
+        adapter_kwargs: dict[str, Any] | None = None,
+        save_path: str | pathlib.Path | None = None,
+        verbose: int = 0,
+    ) -> MetaTestReport:
+        """
+        Adapt the meta-policy to unseen tasks: pi_[0] = pi_phi, pi_[k+1] = A^s(pi_[k]) (Section 5.1).
+
+        :param n_tasks: number of test tasks (ignored when ``tasks`` is given)
+        :param n_adapt_steps: K, adaptation steps per task
+        :param tasks: explicit test tasks
+        :param seed: seed of the test-task draw (distinct from training draws)
+        :param adapter_kwargs: overrides of the SafeAdapter arguments (default: this model's
+            adaptation hyper-parameters, ``n_steps``, ``gamma`` and ``advantage_estimator``)
+        :param save_path: if given, write ``<save_path>.csv/.json`` and ``<save_path>.png``
+        :param verbose: print one line per task
+        :return: the anytime-safety report
+        """
+        from sb3_safemeta.safe_adapter import SafeAdapter
+
+        tasks = tasks if tasks is not None else self.sample_tasks(n_tasks, seed=seed)
+        kwargs = dict(
+            cost_limit=self.cost_limit,
+            lambda_=self.lambda_,
+            lambda_c=self.lambda_c,
+            delta_c=self.delta_c,
+            n_steps=self.n_steps,
+            gamma=self.gamma,
+            advantage_estimator=self.advantage_estimator,
+            dual_solver=self.dual_solver,
+            beta=self.beta,
+            n_dual_steps=self.n_dual_steps,
+            fit_steps=self.fit_steps,
+            backtrack_steps=self.backtrack_steps,
+            policy_kwargs=self.policy_kwargs,
+            seed=self.seed,
+            device=self.device,
+        )
+        kwargs.update(adapter_kwargs or {})
+        adapter = SafeAdapter("MlpPolicy", self.env, **kwargs)  # type: ignore[arg-type]
+        returns = np.zeros((len(tasks), n_adapt_steps + 1))
+        costs = np.zeros((len(tasks), n_adapt_steps + 1, self.n_costs))
+        limits = np.zeros((len(tasks), self.n_costs))
+        for index, task in enumerate(tasks):
+            adapter.policy.load_state_dict(self.policy.state_dict())
+            adapter.dual_multipliers = np.zeros(self.n_costs)
+            adapter.cost_limit = limits[index] = task_cost_limit(task, self.cost_limit, self.n_costs)
+            self.env.env_method("set_task", task)  # type: ignore[union-attr]
+            for step, rollout in enumerate(adapter.adaptation_chain(n_adapt_steps)):
+                returns[index, step], costs[index, step] = rollout.episode_return, rollout.episode_cost
+            if verbose:
+                print(f"task {index}: returns {np.round(returns[index], 1).tolist()} max cost {costs[index, :, 0].max():.1f}")
+        report = MetaTestReport(returns, costs, limits, tasks=list(tasks), label=type(self).__name__)
+        if save_path is not None:
+            report.save(save_path)
+            report.plot(pathlib.Path(save_path).with_suffix(".png"))
+        return report
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "adapted_policy"]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        return ["policy", "critic_optimizer"], []
+
+    def _setup_learn(self, total_timesteps: int, callback: MaybeCallback = None, reset_num_timesteps: bool = True,
+                     tb_log_name: str = "run", progress_bar: bool = False):  # fmt: skip
+        result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+        if reset_num_timesteps:
+            self.meta_iterations = 0
+        return result
