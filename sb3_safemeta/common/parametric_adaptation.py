@@ -212,18 +212,19 @@ def parametric_safe_adapt(
     bound = params.cost_limit + params.delta_c
 
     if np.any(start_cost > bound):
-        # Proposition 1 needs a feasible start. Take the u -> infinity limit of pi^u on the violated
-        # channels instead: pi ∝ pi_phi exp(-sum_i A_ci / ((1 - gamma) sum_i lambda_ci)), a pure
-        # cost-reducing step (the CRPO rule of Algorithm 2, lines 9-12, in closed form).
-        violated = (start_cost > bound).astype(np.float64)
-        eta = float((1.0 - params.gamma) * max(np.dot(violated, params.lambda_c), 1e-8))
-        zero_reward = AdaptationBatch(
+        # Proposition 1 needs a feasible start. Take a cost-reducing step instead (the CRPO rule of
+        # Algorithm 2, lines 9-12, in closed form): pi ∝ pi_phi exp(-sum_violated A_ci / (std(A_ci) lambda_ci)),
+        # whose size is set by lambda_c like a regular step (the u -> infinity limit of pi^u is the same
+        # direction with temperature lambda_c (1 - gamma) / std, usually far too large a step).
+        violated = start_cost > bound
+        scale = batch.cost_advantages.std(dim=0) + 1e-8
+        weights = th.as_tensor(violated / np.maximum(params.lambda_c, 1e-8), dtype=scale.dtype, device=scale.device) / scale
+        recovery_batch = AdaptationBatch(
             batch.observations, batch.actions, th.zeros_like(batch.advantages), batch.cost_advantages, batch.weights
         )
-        recovery = _Surrogate(policy, actor_parameters, zero_reward, horizon)
-        recovery.fit(violated, eta, fit_steps)
+        _Surrogate(policy, actor_parameters, recovery_batch, horizon).fit(weights.cpu().numpy(), 1.0, fit_steps)
         surrogate_cost, objective, kl = surrogate.evaluate(start_cost, params)
-        return ParametricAdaptResult(np.full(n_costs, np.inf), eta, surrogate_cost, objective, kl, 0, 1.0, True)
+        return ParametricAdaptResult(np.full(n_costs, np.inf), 1.0, surrogate_cost, objective, kl, 0, 1.0, True)
 
     fits: dict[tuple[float, ...], tuple[th.Tensor, np.ndarray]] = {}
 
