@@ -11,6 +11,9 @@ pip="$venv/bin/pip"
 "$pip" install --quiet --disable-pip-version-check torch==2.13.0
 # 2. the package, its pinned SB3 stack and the extras for environments, rl-zoo3/Optuna and tests.
 "$pip" install --quiet --disable-pip-version-check -e ".[envs,zoo,tests]"
+#    An editable install cannot ship a .pth file of its own (a wheel install does): write the startup
+#    hook that registers `--algo safemeta` / `safe_adapter` with rl-zoo3 (docs/guide/rl_zoo.md).
+"$venv/bin/python" -m sb3_safemeta.zoo.install_hook install
 # 3. Safety-Gymnasium 1.0.0 without its own pins (gymnasium==0.28.1, mujoco==2.3.3, pygame==2.1.0
 #    cannot share an environment with SB3 2.x on Python 3.11); sb3_safemeta.envs.safety_gym_compat
 #    adapts it at import time. See docs/guide/safety_gymnasium.md.

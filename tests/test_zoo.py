@@ -1,0 +1,159 @@
+"""rl-zoo3 integration: the literal `python -m rl_zoo3.train --algo safemeta` (startup hook), the launcher, Optuna."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import sqlite3
+import subprocess
+import sys
+import zipfile
+
+import optuna
+import pytest
+import yaml
+
+from sb3_safemeta.zoo import hyperparams_opt, install_hook
+from sb3_safemeta.zoo.registration import SAFEMETA_ALGOS, hyperparams_path
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+ENV_ID = "SafeMetaPointNav-v0"
+# tiny budget: one meta-iteration of one task (2 rollouts x 100 steps), cheap adaptation
+SMALL = ["meta_batch_size:1", "n_steps:100", "n_envs:1", "fit_steps:5", "n_dual_steps:5", "backtrack_steps:3"]
+
+
+def run(args: list[str], cwd: pathlib.Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def zoo_train(module: str, algo: str, folder: pathlib.Path, *extra: str, hyperparams: list[str] = SMALL) -> list[str]:
+    return ["-m", module, "--algo", algo, "--env", ENV_ID, "-f", str(folder), "--seed", "0", "--num-threads", "1",
+            "--eval-freq", "-1", *extra, "--hyperparams", *hyperparams]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def hook_installed() -> None:
+    if not install_hook.is_installed():
+        pytest.fail(
+            f"the rl-zoo3 startup hook is not in {install_hook.site_dir()}: run scripts/install.sh or"
+            " `python -m sb3_safemeta.zoo.install_hook install` after `pip install -e .`"
+        )
+
+
+def test_hook_file_and_hyperparams_files() -> None:
+    # the .pth shipped at the root of the wheel is the one install_hook writes for editable installs
+    assert (REPO / install_hook.PTH_NAME).read_text() == install_hook.PTH_LINE
+    table2 = {  # paper Table 2: lambda = lambda_c, d, delta
+        "SafeMetaHalfCheetahVel-v0": (1.0, 10.0),
+        "SafeMetaHumanoidDir-v0": (5.0, 20.0),
+        "SafeMetaHopperVel-v0": (1.0, 5.0),
+        "SafeMetaSwimmerNoise-v0": (0.2, 5.0),
+        "SafeMetaPointCircle-v0": (0.5, 10.0),
+        "SafeMetaCarCircleHazard-v0": (0.5, 10.0),
+        "SafeMetaPointButton-v0": (0.5, 10.0),
+    }
+    for algo in SAFEMETA_ALGOS:
+        path = hyperparams_path(algo)
+        assert path == REPO / "hyperparams" / f"{algo}.yml"
+        config = yaml.safe_load(path.read_text())
+        assert "default" in config and ENV_ID in config
+        for env_id, (lambda_, limit) in table2.items():
+            entry = config[env_id]
+            assert (entry["lambda_"], entry["lambda_c"], entry["cost_limit"], entry["delta_c"]) == (
+                lambda_,
+                lambda_,
+                limit,
+                0.0,
+            )
+            assert entry["gamma"] == 0.99 and "pi=[64, 64]" in entry["policy_kwargs"] and "Tanh" in entry["policy_kwargs"]
+    assert yaml.safe_load(hyperparams_path("safemeta").read_text())["SafeMetaHalfCheetahVel-v0"]["target_kl"] == 1e-3
+
+
+def test_samplers_log_scale_and_converter() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0), direction="maximize")
+    trial = study.ask()
+    kwargs = hyperparams_opt.sample_safemeta_params(trial, 2, 1, {})
+    assert set(kwargs) == {"lambda_", "lambda_c", "delta_c", "beta", "n_dual_steps", "target_kl"}
+    distributions = trial.distributions
+    assert distributions["lambda"].log and distributions["lambda_c"].log and distributions["target_kl"].log
+    assert not distributions["delta"].log
+    # the converter maps the study's names back to constructor arguments (rl-zoo3's --trial-id path)
+    assert hyperparams_opt.convert_safe_adaptation_params(trial.params) == kwargs
+    adapter_kwargs = hyperparams_opt.sample_safe_adapter_params(study.ask(), 2, 1, {})
+    assert "target_kl" not in adapter_kwargs and "lambda_" in adapter_kwargs
+
+
+def test_literal_rl_zoo3_train_saves_loadable_zip(tmp_path: pathlib.Path, hook_installed: None) -> None:
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from sb3_safemeta import SafeMetaDual
+
+    result = run(zoo_train("rl_zoo3.train", "safemeta", tmp_path / "logs", "-n", "200"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "hyperparams/safemeta.yml" in result.stdout
+    path = tmp_path / "logs" / "safemeta" / f"{ENV_ID}_1" / f"{ENV_ID}.zip"
+    assert path.is_file()
+    model = SafeMetaDual.load(path, env=make_vec_env(ENV_ID, n_envs=1))
+    assert model.meta_batch_size == 1 and model.n_steps == 100 and model.cost_limit == pytest.approx(10.0)
+    assert model.meta_iterations == 1
+    # our enjoy loads it from the same log folder and runs it
+    result = run(["-m", "sb3_safemeta.zoo.enjoy", "--algo", "safemeta", "-f", str(tmp_path / "logs"), "-n", "1"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "1 episodes: return" in result.stdout
+
+
+def test_launcher_trains_safe_adapter(tmp_path: pathlib.Path) -> None:
+    args = zoo_train("sb3_safemeta.zoo.train", "safe_adapter", tmp_path / "logs", "-n", "200", hyperparams=SMALL[1:])
+    result = run(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "logs" / "safe_adapter" / f"{ENV_ID}_1" / f"{ENV_ID}.zip").is_file()
+
+
+def test_clear_errors(tmp_path: pathlib.Path, hook_installed: None) -> None:
+    result = run(["-m", "rl_zoo3.train", "--algo", "nosuch", "--env", ENV_ID], cwd=tmp_path)
+    assert result.returncode == 2 and "invalid choice: 'nosuch'" in result.stderr
+    assert "'safemeta'" in result.stderr and "'safe_adapter'" in result.stderr
+    bad = ["meta_batch_size:'two'", *SMALL[1:]]
+    result = run(zoo_train("rl_zoo3.train", "safemeta", tmp_path / "logs", "-n", "200", hyperparams=bad), cwd=tmp_path)
+    assert result.returncode != 0 and "meta_batch_size" in result.stderr.splitlines()[-1]
+
+
+def test_optimize_two_trials_constrained(tmp_path: pathlib.Path, hook_installed: None) -> None:
+    hyperparams = [*SMALL, "meta_test_kwargs:dict(n_tasks=1,n_adapt_steps=1)"]
+    args = zoo_train("rl_zoo3.train", "safemeta", tmp_path / "logs", "-n", "200", "-optimize", "--n-trials", "2",
+                     "--n-startup-trials", "1", "--no-optim-plots", hyperparams=hyperparams)  # fmt: skip
+    result = run(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    database = tmp_path / "logs" / "safemeta" / f"{ENV_ID}_study.db"
+    assert database.is_file()  # the default storage is a local SQLite file
+    with sqlite3.connect(database):
+        pass
+    study = optuna.load_study(study_name=f"safemeta_{ENV_ID}", storage=f"sqlite:///{database}")
+    trials = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+    assert len(trials) == 2
+    for trial in trials:
+        assert {"lambda", "lambda_c", "delta", "beta", "n_dual_steps", "target_kl"} <= set(trial.params)
+        constraint = trial.user_attrs["constraint"]
+        assert constraint == pytest.approx([trial.user_attrs["max_episode_cost"][0] - trial.user_attrs["cost_limit"][0]])
+        assert trial.constraints  # given to Optuna's constrained optimisation
+    feasible = [trial for trial in trials if trial.user_attrs["constraint"][0] <= 0]
+    if feasible:
+        best = study.best_trial
+        assert best.user_attrs["constraint"][0] <= 0
+        assert best.value == max(trial.value for trial in feasible)
+        assert "Best feasible trial" in result.stdout
+    else:
+        assert "No feasible trial" in result.stdout
+
+
+@pytest.mark.expensive
+def test_wheel_ships_hook_and_hyperparams(tmp_path: pathlib.Path) -> None:
+    result = run(["-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(REPO)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (wheel,) = tmp_path.glob("sb3_safemeta-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert install_hook.PTH_NAME in names  # root of the wheel: installed into site-packages
+    assert "sb3_safemeta/zoo/_startup.py" in names
+    assert any(name.endswith("data/share/sb3_safemeta/hyperparams/safemeta.yml") for name in names)
+    assert zipfile.ZipFile(wheel).read(install_hook.PTH_NAME).decode() == install_hook.PTH_LINE
