@@ -20,9 +20,20 @@ _PRE_IMPORT = ("_patch_wrapper_modules", "_patch_robotics_stub", "_patch_hashabl
 
 
 def _run_without(patch: str, code: str) -> subprocess.CompletedProcess:
-    """Run ``code`` in a fresh interpreter after the import-time patches except ``patch``."""
+    """
+    Run ``code`` in a fresh interpreter after the import-time patches except ``patch``.
+
+    The compat module is loaded from its file, so that the subprocess does not import the
+    ``sb3_safemeta`` package (and torch) first: about 0.5 s instead of 3 s.
+    """
     calls = "\n".join(f"compat.{name}()" for name in _PRE_IMPORT if name != patch)
-    script = f"from sb3_safemeta.envs import safety_gym_compat as compat\n{calls}\n{textwrap.dedent(code)}"
+    script = (
+        "import importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('safety_gym_compat', {compat.__file__!r})\n"
+        "compat = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(compat)\n"
+        f"{calls}\n{textwrap.dedent(code)}"
+    )
     return subprocess.run([sys.executable, "-W", "ignore", "-c", script], capture_output=True, text=True, timeout=120)
 
 
@@ -68,7 +79,8 @@ def test_safety_gymnasium_make_is_broken_and_make_builder_works() -> None:
     with pytest.raises(AttributeError, match="apply_api_compatibility"):
         safety_gymnasium.make("SafetyPointCircle1-v0")
     env = compat.make_builder("SafetyPointCircle1-v0")
-    obs, _ = env.reset(seed=0)
+    with compat.headless_assets():
+        obs, _ = env.reset(seed=0)
     assert obs.shape == (28,)  # 12 sensor values + 16 circle lidar bins (paper: 28)
     out = env.step(np.zeros(2))
     assert len(out) == 6  # Safety-Gymnasium's (obs, reward, cost, terminated, truncated, info)
@@ -79,7 +91,8 @@ def test_safety_gymnasium_make_is_broken_and_make_builder_works() -> None:
 
 def test_car_agent_runs_with_joint_patch() -> None:
     env = compat.make_builder("SafetyCarCircle1-v0")
-    obs, _ = env.reset(seed=0)
+    with compat.headless_assets():
+        obs, _ = env.reset(seed=0)
     assert obs.shape == (40,)
     # the ball-joint sensor of the Car was classified through model.jnt(...)
     assert env.task.agent.sensor_info.ballquat_names == ["ballquat_rear"]

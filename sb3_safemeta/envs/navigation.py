@@ -253,7 +253,7 @@ class NavigationTaskEnv(TaskEnv):
     :param task: initial task (default: the first task of ``sample_tasks(1, seed=0)``)
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    metadata: dict[str, Any] = {"render_modes": []}
     n_costs = 1
     #: cost limit d per 500-step episode (paper, Table 2)
     default_cost_limit = 10.0

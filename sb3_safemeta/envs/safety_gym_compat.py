@@ -184,7 +184,7 @@ class HashableArray(np.ndarray):
     sets ``__hash__ = None``); this subclass is accepted. Arithmetic results are plain arrays.
     """
 
-    __hash__ = object.__hash__
+    __hash__ = object.__hash__  # type: ignore[assignment]
 
     def __array_wrap__(self, array: np.ndarray, context: Any = None, return_scalar: bool = False) -> Any:
         # Results of ufuncs are ordinary (writable, unhashable) arrays.
@@ -350,9 +350,9 @@ class _CachedYaml:
 def _patch_world_assets() -> bool:
     """Patch 6 (performance): cached ``assets.yaml`` and optional cheap skybox in ``safety_gymnasium.world``."""
     world = importlib.import_module("safety_gymnasium.world")
-    if isinstance(world.yaml, _CachedYaml):
+    if isinstance(world.yaml, _CachedYaml):  # type: ignore[attr-defined]
         return False
-    world.yaml = _CachedYaml(world.yaml)
+    world.yaml = _CachedYaml(world.yaml)  # type: ignore[attr-defined]
     return True
 
 
@@ -413,5 +413,5 @@ def make_builder(env_id: str, **kwargs: Any) -> Any:
     if env_id not in safety_gymnasium.utils.registration.safe_registry:
         raise ValueError(f"make_builder(env_id): {env_id!r} is not a registered Safety-Gymnasium id")
     spec = gymnasium.spec(env_id)
-    creator = load_env_creator(spec.entry_point) if isinstance(spec.entry_point, str) else spec.entry_point
+    creator: Any = load_env_creator(spec.entry_point) if isinstance(spec.entry_point, str) else spec.entry_point
     return creator(**{**spec.kwargs, **kwargs})
