@@ -33,6 +33,7 @@ objects (the agent's start and heading still come from the reset seed, as upstre
 
 from __future__ import annotations
 
+import warnings
 from functools import cache
 from typing import Any, ClassVar
 
@@ -262,7 +263,10 @@ class NavigationTaskEnv(TaskEnv):
 
     def __init__(self, task: Task | None = None) -> None:
         classes = _safety_gymnasium()
-        self._builder = classes["TaskBuilder"](classes[self._task_class_name], self._agent_name)
+        with warnings.catch_warnings():
+            # Safety-Gymnasium builds Boxes whose bounds overflow the cast Gymnasium 1.x checks (harmless)
+            warnings.filterwarnings("ignore", message="overflow encountered in cast", category=RuntimeWarning)
+            self._builder = classes["TaskBuilder"](classes[self._task_class_name], self._agent_name)
         self._builder.task.num_steps = _NO_LIMIT
         self._sg_task = self._builder.task
         space = self._builder.observation_space

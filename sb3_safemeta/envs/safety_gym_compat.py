@@ -364,9 +364,10 @@ def apply() -> list[str]:
 
     :return: :data:`APPLIED`, the names of the patches applied in this process
     """
-    if "safety_gymnasium" in sys.modules and "safety_gymnasium.builder" not in sys.modules:
-        # a previous, failed import left a half-initialised package behind: drop it and retry
-        for name in [name for name in sys.modules if name == "safety_gymnasium" or name.startswith("safety_gymnasium.")]:
+    if "safety_gymnasium" not in sys.modules:
+        # A failed `import safety_gymnasium` (before these patches) removes the package from sys.modules
+        # but leaves the submodules it had imported; drop them so that the import below starts clean.
+        for name in [name for name in sys.modules if name.startswith("safety_gymnasium.")]:
             if name != "safety_gymnasium.assets.color":
                 del sys.modules[name]
     for name, patch in (
