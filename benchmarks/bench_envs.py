@@ -9,8 +9,12 @@ Usage::
 
 The raw environment of a scenario is found on its unwrapped instance: a Gymnasium id in ``base_env_id``
 (made with the same time limit), or a zero-argument callable ``make_base_env()`` returning an environment.
-Scenarios that cannot be made (e.g. a module that does not exist yet, a missing simulator) are reported
-with their error and skipped; the raw column is ``n/a`` when no raw environment is declared.
+For the navigation scenarios, which declare neither, the nearest upstream Safety-Gymnasium environment
+(``NAVIGATION_REFERENCES``: same agent and task type, upstream object layout) is built with
+``sb3_safemeta.envs.safety_gym_compat.make_builder`` and its 6-tuple step adapted to Gymnasium's 5-tuple;
+it is a reference for the cost of the simulator, not the same environment. Scenarios that cannot be made
+(e.g. a module that does not exist yet, a missing simulator) are reported with their error and skipped;
+the raw column is ``n/a`` when no raw environment is known.
 
 Throughput: the same pre-drawn random actions are fed to both vectorised environments for ``--steps`` vector
 steps (8 environment steps each, resets included); raw and ours are timed alternately ``--repeats`` times
@@ -36,6 +40,43 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from sb3_safemeta.envs import SCENARIOS
 
 N_ENVS = 8
+
+# Nearest upstream Safety-Gymnasium environment of each navigation scenario (reference for the raw column).
+NAVIGATION_REFERENCES = {
+    "SafeMetaPointCircle-v0": "SafetyPointCircle1-v0",
+    "SafeMetaCarCircleHazard-v0": "SafetyCarCircle1-v0",
+    "SafeMetaPointButton-v0": "SafetyPointButton1-v0",
+}
+
+
+class SafetyGymnasiumReference(gym.Env):
+    """
+    An upstream Safety-Gymnasium environment with Gymnasium's 5-tuple step (cost in ``info["cost"]``).
+
+    :param safety_gym_id: a Safety-Gymnasium id, e.g. ``"SafetyPointCircle1-v0"``
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(self, safety_gym_id: str) -> None:
+        from sb3_safemeta.envs.safety_gym_compat import make_builder
+
+        self._env = make_builder(safety_gym_id)
+        space = self._env.observation_space
+        self.observation_space = gym.spaces.Box(space.low, space.high, shape=space.shape, dtype=space.dtype)
+        self.action_space = self._env.action_space
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        from sb3_safemeta.envs.safety_gym_compat import headless_assets
+
+        super().reset(seed=seed)
+        with headless_assets():  # as our navigation envs: no skybox decoding at each model rebuild
+            return self._env.reset(seed=seed)
+
+    def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        obs, reward, cost, terminated, truncated, info = self._env.step(action)
+        info["cost"] = float(cost)
+        return obs, float(reward), terminated, truncated, info
 
 
 def random_policy_returns(env_id: str, n_episodes: int, seed: int) -> dict[str, float]:
@@ -87,6 +128,9 @@ def raw_env_factory(env_id: str) -> tuple[Callable[[], gym.Env] | None, str]:
     make_base = getattr(unwrapped, "make_base_env", None)
     if callable(make_base):
         return make_base, f"{type(unwrapped).__name__}.make_base_env()"
+    if env_id in NAVIGATION_REFERENCES:
+        reference = NAVIGATION_REFERENCES[env_id]
+        return (lambda: gym.wrappers.TimeLimit(SafetyGymnasiumReference(reference), horizon)), f"{reference} (upstream)"
     return None, "n/a"
 
 

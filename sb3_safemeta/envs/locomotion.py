@@ -160,9 +160,10 @@ class HalfCheetahVelEnv(LocomotionTaskEnv):
     ========================================= =========================== ============ ============
 
     With h0 = 0.8 standing still is safe (cost ~1, from the drop at reset), a random policy is around the
-    limit (sometimes below, often above), and a running gait that lifts the front must be reshaped to keep
-    the head low: the constraint is active but satisfiable. A velocity-tracking gait learned without the
-    constraint is reported in ``docs/guide/scenarios.md``.
+    limit (sometimes below, often above), and a running gait must be reshaped to keep the head low: a SAC
+    policy trained for v* = 1.5 without the constraint (30k steps, runs at 1.33 m/s) costs 41.8 per episode
+    (28-55), one trained for v* = 0.5 costs 1.2. The constraint is active but satisfiable (details in
+    ``docs/guide/scenarios.md``).
 
     :param task: initial task (default: the first task of ``sample_tasks(1, seed=0)``)
     :param head_height_limit: h0 in metres

@@ -145,6 +145,8 @@ class SafeAdapter(OnPolicyCostAlgorithm):
         self.n_dual_steps = int(check_positive(n_dual_steps, "n_dual_steps"))
         self.fit_steps = int(check_positive(fit_steps, "fit_steps"))
         self.backtrack_steps = int(check_positive(backtrack_steps, "backtrack_steps", strict=False))
+        # u* of the last adaptation step (warm start of the next dual solve); saved in the zip
+        self.dual_multipliers: np.ndarray | None = None
         if _init_setup_model:
             self._setup_model()
 
@@ -156,7 +158,8 @@ class SafeAdapter(OnPolicyCostAlgorithm):
         super()._setup_model()
         # validate here (n_costs is known only now); a bad value raises a ValueError naming it
         AdaptationParams.create(self.lambda_, self.lambda_c, self.cost_limit, self.delta_c, 0.5, self.n_costs)
-        self.dual_multipliers = np.zeros(self.n_costs)
+        if self.dual_multipliers is None or np.shape(self.dual_multipliers) != (self.n_costs,):
+            self.dual_multipliers = np.zeros(self.n_costs)  # not when load() restored them
         self.critic_optimizer = self.policy.optimizer_class(  # type: ignore[call-arg]
             self.policy.critic_parameters(), lr=self.lr_schedule(1), **self.policy.optimizer_kwargs
         )
@@ -284,10 +287,14 @@ class SafeAdapter(OnPolicyCostAlgorithm):
         saved.update(kwargs)
         saved.setdefault("policy_kwargs", policy_kwargs)
         adapter = cls("MlpPolicy", env, device=device, **saved)
-        missing, unexpected = adapter.policy.load_state_dict(params["policy"], strict=False)
+        hint = "pass the same policy_kwargs (net_arch, activation_fn) as the saved model"
+        try:
+            missing, unexpected = adapter.policy.load_state_dict(params["policy"], strict=False)
+        except RuntimeError as error:  # shape mismatches raise even with strict=False
+            raise ValueError(f"{path!s}: the saved policy does not fit this SafeAdapter's network; {hint}\n{error}") from error
         if unexpected or any(not key.startswith("cost_value_net") for key in missing):
             raise ValueError(
                 f"{path!s}: the saved policy does not fit this SafeAdapter's network "
-                f"(missing {missing}, unexpected {unexpected}); pass the same policy_kwargs (net_arch, activation_fn)"
+                f"(missing {missing}, unexpected {unexpected}); {hint}"
             )
         return adapter
