@@ -2,7 +2,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 PYTEST_ARGS ?= -m "not expensive" -n 2
 
-.PHONY: install demo test test-all lint format type benchmark clean
+.PHONY: install demo demo-tabular test test-all lint format type benchmark clean
 
 install: $(VENV)/.installed
 
@@ -10,8 +10,12 @@ $(VENV)/.installed: setup.cfg scripts/install.sh
 	bash scripts/install.sh $(VENV)
 	touch $@
 
-# README command one: the main job
+# README command one: the main job (meta-train + meta-test on the built-in family; runs/safemeta/)
 demo: install
+	$(PYTHON) -m sb3_safemeta
+
+# exact tabular chain of safe adaptation steps (Corollary 1), seconds
+demo-tabular: install
 	$(PYTHON) examples/tabular_anytime_safety.py
 
 # README command two: the CI test suite (slow tests are marked `expensive`)

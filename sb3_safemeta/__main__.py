@@ -13,9 +13,12 @@ from __future__ import annotations
 import argparse
 import pathlib
 import time
+from typing import Any
 
 import numpy as np
+import torch as th
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import CSVOutputFormat, KVWriter, Logger
 
 import sb3_safemeta.envs  # noqa: F401  (registers the task families)
 from sb3_safemeta.common.callbacks import MetaCheckpointCallback
@@ -43,11 +46,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default="runs/safemeta", help="output folder")
     parser.add_argument("--checkpoint-every", type=int, default=10, help="meta-iterations between checkpoints")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: small MLPs gain nothing from more, and contend)"
+    )
     return parser.parse_args(argv)
+
+
+class MetaIterationLine(KVWriter):
+    """One line per meta-iteration on stdout (the full SB3 table per iteration is too long for a terminal)."""
+
+    def write(self, key_values: dict[str, Any], key_excluded: dict[str, Any], step: int = 0) -> None:
+        def value(key: str) -> str:
+            item = key_values.get(key)
+            return "-" if item is None else f"{item:.2f}"
+
+        kind = "cost step" if key_values.get("meta/cost_step") else "meta step"
+        print(
+            f"iteration {key_values.get('meta/iterations', step):>3}: {kind}, meta-policy return"
+            f" {value('meta/meta_policy_return')} max cost {value('meta/meta_policy_cost_max')},"
+            f" adapted return {value('meta/adapted_return')} max cost {value('meta/adapted_cost_max')},"
+            f" {value('time/meta_iteration_seconds')} s",
+            flush=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> MetaTestReport:
     args = parse_args(argv)
+    th.set_num_threads(args.threads)
     out = pathlib.Path(args.out)
     env = make_vec_env(args.env, n_envs=args.n_envs, seed=args.seed)
     cost_limit = args.cost_limit if args.cost_limit is not None else float(env.get_attr("default_cost_limit", indices=[0])[0])
@@ -69,6 +94,10 @@ def main(argv: list[str] | None = None) -> MetaTestReport:
         print(f"resuming from {checkpoint.latest_path} after {model.meta_iterations} meta-iterations")
     else:
         model = SafeMetaDual("MlpPolicy", env, **kwargs)
+    # progress: one line per meta-iteration on stdout, every logged value in <out>/progress.csv
+    out.mkdir(parents=True, exist_ok=True)
+    progress = out / ("progress.csv" if model.meta_iterations == 0 else f"progress_from_{model.meta_iterations}.csv")
+    model.set_logger(Logger(str(out), [MetaIterationLine(), CSVOutputFormat(str(progress))]))
     initial_state = {key: value.clone() for key, value in model.policy.state_dict().items()}
     if args.resume and model.meta_iterations > 0:
         initial_state = None  # the untrained policy of a resumed run is not known
@@ -82,7 +111,7 @@ def main(argv: list[str] | None = None) -> MetaTestReport:
         total_timesteps=args.meta_iterations * steps_per_iteration,
         callback=checkpoint,
         reset_num_timesteps=not args.resume,
-        log_interval=max(1, args.meta_iterations // 10),
+        log_interval=1,
     )
     model.save(out / "meta_policy.zip")
     print(

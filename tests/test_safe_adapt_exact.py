@@ -64,7 +64,11 @@ def solve_problem_1_slsqp(cmdp, reference, lambda_, lambda_c, cost_limit, delta_
         constraints=constraints,
         options={"ftol": 1e-15, "maxiter": 2000},
     )
-    assert result.success, result.message
+    # status 8 ("positive directional derivative for linesearch"): no further decrease is possible at
+    # ftol=1e-15, i.e. SLSQP stalls at round-off; accepted only if the point is feasible
+    assert result.success or result.status == 8, result.message
+    assert all(np.all(c["fun"](result.x) >= -1e-9) for c in constraints if c["type"] == "ineq")
+    assert np.max(np.abs(constraints[0]["fun"](result.x))) <= 1e-9
     return unpack(result.x)
 
 
