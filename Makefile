@@ -2,7 +2,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 PYTEST_ARGS ?= -m "not expensive" -n 2
 
-.PHONY: install demo demo-tabular test test-all lint format type benchmark clean
+.PHONY: install demo demo-tabular test test-all lint format type doc benchmark clean
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,11 @@ format: install
 
 type: install
 	$(VENV)/bin/mypy sb3_safemeta
+
+# Sphinx site from docs/ (Markdown through myst-parser); needs the [docs] extra
+doc: install
+	$(VENV)/bin/pip install --quiet -e ".[docs]"
+	$(VENV)/bin/sphinx-build -b html docs docs/_build/html
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -1,5 +1,6 @@
 """
-Tests of the navigation task families (sb3_safemeta.envs.navigation) on Safety-Gymnasium physics.
+Tests of the navigation task families (sb3_safemeta.envs.navigation) on Safety-Gymnasium physics, and of the
+built-in pure-NumPy family SafeMetaPointNav-v0 (sb3_safemeta.envs.point_nav).
 
 Positions match the task to 1e-9 (Safety-Gymnasium places a fixed object in a 1e-9 box around it).
 Costs are checked against the geometry they are defined by (the agent's position in the MuJoCo
@@ -19,6 +20,7 @@ from gymnasium.utils.env_checker import check_env
 import sb3_safemeta.envs  # noqa: F401  (registers the ids)
 from sb3_safemeta.common.tasks import TaskDistribution
 from sb3_safemeta.envs.navigation import CarCircleHazardEnv, PointButtonEnv, PointCircleEnv
+from sb3_safemeta.envs.point_nav import PointNavEnv
 
 IDS = {
     "SafeMetaPointCircle-v0": (PointCircleEnv, 28),
@@ -292,3 +294,197 @@ def test_many_tasks_reset_without_layout_failure(env_id: str) -> None:
         _, _info = env.reset(seed=i)
         for _ in range(5):
             assert np.isfinite(env.step(env.action_space.sample())[1])
+
+
+def _simulated_task(env: PointCircleEnv | CarCircleHazardEnv | PointButtonEnv) -> dict:
+    """:return: the task parameters as read back from the Safety-Gymnasium task and its MuJoCo model (after reset)"""
+    sg_task = env._sg_task
+    model, data = sg_task.model, sg_task.data
+    if isinstance(env, PointCircleEnv | CarCircleHazardEnv):
+        radius = float(model.geom("circle").size[0])  # the circle drawn in the scene, and the reward's radius
+        assert radius == sg_task.circle.radius
+    if isinstance(env, PointCircleEnv):
+        return {"radius": radius, "wall_distance": float(data.geom("sigwall0").xpos[0])}
+    hazards = env.object_positions("hazards").tolist()
+    if isinstance(env, CarCircleHazardEnv):
+        return {"radius": radius, "hazard_positions": hazards}
+    return {
+        "button_positions": env.object_positions("buttons").tolist(),
+        "hazard_positions": hazards,
+        "goal_button": sg_task.buttons.goal_button,
+    }
+
+
+def _assert_same_task(simulated: dict, task: dict) -> None:
+    assert set(simulated) == set(task) - {"cost_limit"}
+    for key, value in simulated.items():
+        np.testing.assert_allclose(value, task[key], atol=1e-8, err_msg=key)
+
+
+@pytest.mark.parametrize("env_id", sorted(IDS))
+def test_set_task_changes_exactly_the_declared_parameters(env_id: str) -> None:
+    """Changing one task key changes that parameter of the simulation and leaves every other one as it was."""
+    env = gymnasium.make(env_id).unwrapped
+    base, *others = env.sample_tasks(12, seed=21)
+    env.set_task(base)
+    env.reset(seed=0)
+    _assert_same_task(_simulated_task(env), base)
+    for key in env.task_space:
+        if key == "goal_button":  # an index into this task's buttons
+            candidates = [(base[key] + 1) % len(base["button_positions"])]
+        elif key.endswith("_positions"):  # one object fewer, or another task's objects
+            candidates = [base[key][:-1]] + [other[key] for other in others]
+        else:
+            candidates = [other[key] for other in others]
+        changed = 0
+        for value in candidates:
+            task = {**base, key: value}
+            try:
+                env.set_task(task)
+            except ValueError:  # e.g. the other task's buttons overlap this task's hazards
+                continue
+            env.reset(seed=0)
+            simulated = _simulated_task(env)
+            _assert_same_task(simulated, task)
+            assert np.shape(simulated[key]) != np.shape(base[key]) or not np.allclose(simulated[key], base[key])
+            changed += 1
+            break
+        assert changed == 1, f"no valid task differing from the base task in {key!r} only"
+
+
+@pytest.mark.parametrize("env_id", sorted(IDS))
+def test_bad_input_is_rejected_and_leaves_the_task_unchanged(env_id: str) -> None:
+    env = gymnasium.make(env_id).unwrapped
+    good = env.sample_tasks(1, seed=0)[0]
+    env.set_task(good)
+    half_width = max(abs(high) for _, high in env.task_space.values())
+    outside = {  # one out-of-range value per key
+        "radius": 2.0,
+        "wall_distance": 0.9,
+        "hazard_positions": [[half_width + 0.1, 0.0], *good.get("hazard_positions", [])[1:]],
+        "button_positions": [[0.0, -half_width - 0.1], *good.get("button_positions", [])[1:]],
+        "goal_button": -1,
+    }
+    bad_tasks = [
+        ({**good, "velocity_goal": 1.0}, "velocity_goal"),  # unknown key
+        ({k: v for k, v in good.items() if k != next(iter(env.task_space))}, "missing"),
+        ({**good, "cost_limit": [1.0, 2.0]}, "cost_limit"),  # one cost channel
+        ({**good, "cost_limit": "ten"}, "cost_limit"),
+        *[({**good, key: outside[key]}, key) for key in env.task_space],
+        *[({**good, key: np.full_like(np.asarray(good[key], dtype=float), np.nan).tolist()}, key) for key in env.task_space],
+    ]
+    for task, match in bad_tasks:
+        with pytest.raises(ValueError, match=match):
+            env.set_task(task)
+        assert env.get_task() == good  # rejected tasks leave the current one in place
+    with pytest.raises(TypeError, match="dict"):
+        env.set_task([good])
+    # a task rejected by the family's own checks (object count) leaves the next episode's layout unchanged too
+    key = "hazard_positions" if "hazard_positions" in good else None
+    if key is not None:
+        with pytest.raises(ValueError, match=key):
+            env.set_task({**good, key: good[key][:2]})
+        assert env.get_task() == good
+        env.reset(seed=0)
+        _assert_same_task(_simulated_task(env), good)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# SafeMetaPointNav-v0: the built-in pure-NumPy family (sb3_safemeta.envs.point_nav)
+
+
+def test_point_nav_make_and_1000_random_steps() -> None:
+    env = gymnasium.make("SafeMetaPointNav-v0")
+    unwrapped = env.unwrapped
+    assert isinstance(unwrapped, PointNavEnv) and isinstance(unwrapped, TaskDistribution)
+    assert env.spec.max_episode_steps == 100 and unwrapped.n_costs == 1 and unwrapped.default_cost_limit == 10.0
+    env.action_space.seed(0)
+    env.reset(seed=0)
+    episodes, length = 0, 0
+    for _ in range(1000):
+        obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        length += 1
+        assert env.observation_space.contains(obs) and np.isfinite(reward)
+        assert isinstance(info["cost"], float) and info["cost"] in (0.0, 1.0)
+        assert not terminated
+        if truncated:
+            assert length == 100
+            episodes, length = episodes + 1, 0
+            env.reset()
+    assert episodes == 10
+    check_env(PointNavEnv(), skip_render_check=True)
+
+
+def _point_nav_rollout(env: gymnasium.Env, actions: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:return: positions after each step, rewards and costs of one seeded open-loop rollout"""
+    env.reset(seed=seed)
+    steps = [env.step(action) for action in actions]
+    return (
+        np.array([s[0] for s in steps], dtype=float),
+        np.array([s[1] for s in steps]),
+        np.array([s[4]["cost"] for s in steps]),
+    )
+
+
+def test_point_nav_seeded_reset_and_task_semantics() -> None:
+    env = gymnasium.make("SafeMetaPointNav-v0")
+    actions = np.abs(np.random.default_rng(0).uniform(-1, 1, size=(100, 2)))  # away from the origin, towards +x +y
+    task = {"goal_angle": np.pi / 4, "hazard_angle": np.pi / 4, "hazard_radius": 0.4}  # hazard on the path to the goal
+    env.unwrapped.set_task(task)
+    positions, rewards, costs = _point_nav_rollout(env, actions, seed=1)
+    for a, b in zip((positions, rewards, costs), _point_nav_rollout(env, actions, seed=1), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(_point_nav_rollout(env, actions, seed=2)[0], positions)
+    # reward -||p - goal||, goal at radius 2; cost 1 inside the hazard disc, centre at radius 1
+    direction = np.array([np.cos(np.pi / 4), np.sin(np.pi / 4)])
+    np.testing.assert_allclose(rewards, -np.linalg.norm(positions - 2 * direction, axis=1), rtol=1e-6)
+    np.testing.assert_array_equal(costs, (np.linalg.norm(positions - direction, axis=1) < 0.4).astype(float))
+    assert 0 < costs.sum() < len(costs)
+    # the goal changes the reward only, the hazard the cost only
+    env.unwrapped.set_task({**task, "goal_angle": 1.2})
+    positions_g, rewards_g, costs_g = _point_nav_rollout(env, actions, seed=1)
+    np.testing.assert_array_equal(positions_g, positions)
+    np.testing.assert_array_equal(costs_g, costs)
+    assert not np.allclose(rewards_g, rewards)
+    env.unwrapped.set_task({**task, "hazard_radius": 0.2})
+    positions_h, rewards_h, costs_h = _point_nav_rollout(env, actions, seed=1)
+    np.testing.assert_array_equal(positions_h, positions)
+    np.testing.assert_array_equal(rewards_h, rewards)
+    assert costs_h.sum() < costs.sum()
+
+
+def test_point_nav_task_takes_effect_at_the_next_reset() -> None:
+    env = PointNavEnv()
+    first, second = env.sample_tasks(2, seed=3)
+    env.set_task(first)
+    env.reset(seed=0)
+    reward_first = env.step(np.zeros(2))[1]
+    env.set_task(second)
+    assert env.get_task() == second
+    assert env.step(np.zeros(2))[1] == reward_first  # the episode under way keeps its task (the point did not move)
+    env.reset(seed=0)
+    assert env.step(np.zeros(2))[1] != reward_first
+
+
+def test_point_nav_task_distribution_and_bad_tasks() -> None:
+    env = PointNavEnv()
+    tasks = env.sample_tasks(2000, seed=123)
+    assert tasks == env.sample_tasks(2000, seed=123) and tasks[:5] != env.sample_tasks(5, seed=124)
+    for key, (low, high) in env.task_space.items():
+        values = np.array([task[key] for task in tasks])
+        assert np.all(values >= low) and np.all(values <= high)
+        std = (high - low) / np.sqrt(12)  # U(low, high)
+        assert abs(values.mean() - (low + high) / 2) < 4 * std / np.sqrt(len(values))
+        assert values.std() == pytest.approx(std, rel=0.1)
+    good = tasks[0]
+    env.set_task(good)
+    for task, match in [
+        ({**good, "goal": 1.0}, "goal"),
+        ({**good, "hazard_radius": 0.5}, "hazard_radius"),
+        ({**good, "goal_angle": -0.1}, "goal_angle"),
+        ({k: v for k, v in good.items() if k != "hazard_angle"}, "missing"),
+        ({**good, "cost_limit": [1.0, 2.0]}, "cost_limit"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            env.set_task(task)
+        assert env.get_task() == good

@@ -7,6 +7,7 @@ import pathlib
 import sqlite3
 import subprocess
 import sys
+import uuid
 import zipfile
 
 import optuna
@@ -27,8 +28,10 @@ def run(args: list[str], cwd: pathlib.Path, timeout: float = 300) -> subprocess.
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def zoo_train(module: str, algo: str, folder: pathlib.Path, *extra: str, hyperparams: list[str] = SMALL) -> list[str]:
-    return ["-m", module, "--algo", algo, "--env", ENV_ID, "-f", str(folder), "--seed", "0", "--num-threads", "1",
+def zoo_train(
+    module: str, algo: str, folder: pathlib.Path, *extra: str, hyperparams: list[str] = SMALL, env_id: str = ENV_ID
+) -> list[str]:
+    return ["-m", module, "--algo", algo, "--env", env_id, "-f", str(folder), "--seed", "0", "--num-threads", "1",
             "--eval-freq", "-1", *extra, "--hyperparams", *hyperparams]  # fmt: skip
 
 
@@ -103,6 +106,44 @@ def test_literal_rl_zoo3_train_saves_loadable_zip(tmp_path: pathlib.Path, hook_i
     assert "1 episodes: return" in result.stdout
 
 
+def test_safe_adapter_on_a_safety_gymnasium_family(tmp_path: pathlib.Path, hook_installed: None) -> None:
+    """One rollout and one adaptation step on SafeMetaPointCircle-v0 (float64 observations and actions)."""
+    env_id = "SafeMetaPointCircle-v0"
+    args = zoo_train("rl_zoo3.train", "safe_adapter", tmp_path / "logs", "-n", "500",
+                     hyperparams=["n_steps:500", "n_envs:1", *SMALL[3:]], env_id=env_id)  # fmt: skip
+    result = run(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "logs" / "safe_adapter" / f"{env_id}_1" / f"{env_id}.zip").is_file()
+
+
+def test_enjoy_picks_the_latest_experiment_with_a_model(tmp_path: pathlib.Path) -> None:
+    from huggingface_sb3 import EnvironmentName
+
+    from sb3_safemeta.zoo.enjoy import latest_experiment_with_model
+
+    env_name = EnvironmentName(ENV_ID)
+    for exp_id, has_model in [(1, True), (2, True), (3, False)]:  # 3: an --optimize run, no model
+        folder = tmp_path / "safemeta" / f"{ENV_ID}_{exp_id}"
+        folder.mkdir(parents=True)
+        if has_model:
+            (folder / f"{ENV_ID}.zip").touch()
+    (tmp_path / "safemeta" / f"{ENV_ID}_study.db").touch()
+    assert latest_experiment_with_model(str(tmp_path), "safemeta", env_name) == 2
+    assert latest_experiment_with_model(str(tmp_path), "safemeta", env_name, load_best=True) == 0
+    assert latest_experiment_with_model(str(tmp_path), "safe_adapter", env_name) == 0
+
+
+def test_importing_our_manager_first_still_registers_it(tmp_path: pathlib.Path, hook_installed: None) -> None:
+    # the enjoy launcher imports sb3_safemeta.zoo.exp_manager, which imports rl_zoo3.exp_manager: the hook must
+    # not import our module while it is half-initialised (circular import), and must still replace the manager
+    code = (
+        "import sb3_safemeta.zoo.exp_manager as ours, rl_zoo3.exp_manager as zoo; "
+        "assert zoo.ExperimentManager is ours.SafeMetaExperimentManager"
+    )
+    result = run(["-W", "error::UserWarning", "-c", code], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 def test_launcher_trains_safe_adapter(tmp_path: pathlib.Path) -> None:
     args = zoo_train("sb3_safemeta.zoo.train", "safe_adapter", tmp_path / "logs", "-n", "200", hyperparams=SMALL[1:])
     result = run(args, cwd=tmp_path)
@@ -117,6 +158,20 @@ def test_clear_errors(tmp_path: pathlib.Path, hook_installed: None) -> None:
     bad = ["meta_batch_size:'two'", *SMALL[1:]]
     result = run(zoo_train("rl_zoo3.train", "safemeta", tmp_path / "logs", "-n", "200", hyperparams=bad), cwd=tmp_path)
     assert result.returncode != 0 and "meta_batch_size" in result.stderr.splitlines()[-1]
+
+
+def assert_trains_with_trial(folder: pathlib.Path, storage: list[str], trial: optuna.trial.FrozenTrial) -> None:
+    """Train with ``--trial-id <trial.number>`` and check that the saved config holds that trial's values."""
+    args = zoo_train("rl_zoo3.train", "safemeta", folder, "-n", "200", *storage, "--trial-id", str(trial.number))
+    result = run(args, cwd=folder.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Loading from Optuna study" in result.stdout
+    # --optimize made an experiment folder without a model: the training run is the one with a zip
+    (run_folder,) = [path.parent for path in (folder / "safemeta").glob(f"{ENV_ID}_*/{ENV_ID}.zip")]
+    config = dict(yaml.unsafe_load((run_folder / ENV_ID / "config.yml").read_text()))
+    expected = hyperparams_opt.convert_safe_adaptation_params(trial.params)
+    expected["n_dual_steps"] = 5  # --hyperparams (SMALL) overrides the study's values
+    assert {key: config[key] for key in expected} == pytest.approx(expected)
 
 
 def test_optimize_two_trials_constrained(tmp_path: pathlib.Path, hook_installed: None) -> None:
@@ -137,6 +192,9 @@ def test_optimize_two_trials_constrained(tmp_path: pathlib.Path, hook_installed:
         constraint = trial.user_attrs["constraint"]
         assert constraint == pytest.approx([trial.user_attrs["max_episode_cost"][0] - trial.user_attrs["cost_limit"][0]])
         assert trial.constraints  # given to Optuna's constrained optimisation
+    # --trial-id 0 (which rl-zoo3 alone ignores: it tests the id for truth) trains with trial 0's values
+    storage = ["--storage", f"sqlite:///{database}", "--study-name", f"safemeta_{ENV_ID}"]
+    assert_trains_with_trial(tmp_path / "logs", storage, study.trials[0])
     feasible = [trial for trial in trials if trial.user_attrs["constraint"][0] <= 0]
     if feasible:
         best = study.best_trial
@@ -145,6 +203,39 @@ def test_optimize_two_trials_constrained(tmp_path: pathlib.Path, hook_installed:
         assert "Best feasible trial" in result.stdout
     else:
         assert "No feasible trial" in result.stdout
+
+
+@pytest.mark.skipif(
+    not os.environ.get("SB3_SAFEMETA_TEST_POSTGRES_URL"),
+    reason="set SB3_SAFEMETA_TEST_POSTGRES_URL to a PostgreSQL database URL (see docs/guide/tuning.md)",
+)
+def test_optimize_on_postgresql_storage(tmp_path: pathlib.Path, hook_installed: None) -> None:
+    """A 2-trial constrained study in a real PostgreSQL database (``--storage``), then training with trial 1's values."""
+    url = os.environ["SB3_SAFEMETA_TEST_POSTGRES_URL"]
+    study_name = f"sb3_safemeta_test_{uuid.uuid4().hex[:12]}"
+    hyperparams = [*SMALL, "meta_test_kwargs:dict(n_tasks=1,n_adapt_steps=1)"]
+    storage = ["--storage", url, "--study-name", study_name]
+    args = zoo_train("rl_zoo3.train", "safemeta", tmp_path / "logs", "-n", "200", "-optimize", "--n-trials", "2",
+                     "--n-startup-trials", "1", "--no-optim-plots", *storage, hyperparams=hyperparams)  # fmt: skip
+    try:
+        result = run(args, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"storage {url}" in result.stdout
+        assert not list((tmp_path / "logs").rglob("*_study.db"))  # no local SQLite fallback
+        study = optuna.load_study(study_name=study_name, storage=url)
+        trials = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+        assert len(trials) == 2
+        for trial in trials:
+            assert {"lambda", "lambda_c", "delta"} <= set(trial.params)
+            assert len(trial.user_attrs["constraint"]) == 1 and trial.constraints
+        assert "rl_zoo3.train" in study.user_attrs["command"]
+        # rl-zoo3's --trial-id path reads the trial back from the same database
+        assert_trains_with_trial(tmp_path / "logs", storage, trials[1])
+    finally:
+        try:
+            optuna.delete_study(study_name=study_name, storage=url)
+        except KeyError:  # the study was never created
+            pass
 
 
 @pytest.mark.expensive

@@ -140,7 +140,8 @@ class RolloutData:
         actions = th.as_tensor(self.actions, device=device)
         return AdaptationBatch(
             observations=observations.float() if observations.is_floating_point() else observations,
-            actions=actions,
+            # float64 action spaces (Safety-Gymnasium) would make the ratio float64 against float32 advantages
+            actions=actions.float() if actions.is_floating_point() else actions,
             advantages=th.as_tensor(self.advantages, device=device),
             cost_advantages=th.as_tensor(self.cost_advantages, device=device),
             weights=th.full((n_samples,), 1.0 / n_samples, device=device),

@@ -88,8 +88,9 @@ class TaskEnv(gym.Env):
 
         :param task: a dict with exactly the keys of ``task_space`` (plus optionally ``cost_limit``)
         """
-        self._task = validate_task(task, self.task_space, self.n_costs, owner=type(self).__name__)
-        self._apply_task(self._task)
+        validated = validate_task(task, self.task_space, self.n_costs, owner=type(self).__name__)
+        self._apply_task(validated)  # first: a task the subclass rejects leaves the current one in place
+        self._task = validated
 
     def _apply_task(self, task: Task) -> None:
         """Hook for subclasses that precompute quantities from the task."""
@@ -124,7 +125,7 @@ def validate_task(task: Any, task_space: dict[str, tuple[float, float]], n_costs
         if not np.all(np.isfinite(values)) or np.any(values < low) or np.any(values > high):
             raise ValueError(f"{owner}.set_task(task): task[{key!r}]={task[key]!r} is outside its range [{low}, {high}]")
     if "cost_limit" in task:
-        as_cost_vector(task["cost_limit"], n_costs, "task['cost_limit']")
+        as_cost_vector(task["cost_limit"], n_costs, "task['cost_limit']", allow_negative=False)
     return dict(task)
 
 
@@ -164,5 +165,5 @@ def task_cost_limit(task: Task, default: Sequence[float] | np.ndarray, n_costs: 
     :return: the cost limit d of this task, shape (n_costs,)
     """
     if "cost_limit" in task:
-        return as_cost_vector(task["cost_limit"], n_costs, "task['cost_limit']")
+        return as_cost_vector(task["cost_limit"], n_costs, "task['cost_limit']", allow_negative=False)
     return as_cost_vector(default, n_costs, "cost_limit")

@@ -43,6 +43,7 @@ from typing import Any, ClassVar
 
 import mujoco
 import numpy as np
+from gymnasium import spaces
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
 from gymnasium.envs.mujoco.humanoid_v5 import HumanoidEnv
@@ -88,7 +89,8 @@ class LocomotionTaskEnv(TaskEnv):
                 f"{type(self).__name__}: {bad} would be ignored: the reward and cost are defined by the task "
                 "(see the class docstring for the parameters that shape them)"
             )
-        self.base_env = self.base_env_class(render_mode=render_mode, **base_kwargs)
+        # Any: the v5 subclasses define _get_obs and is_healthy, which MujocoEnv does not declare
+        self.base_env: Any = self.base_env_class(render_mode=render_mode, **base_kwargs)
         self.observation_space = self.base_env.observation_space
         self.action_space = self.base_env.action_space
         self.metadata = self.base_env.metadata
@@ -98,6 +100,7 @@ class LocomotionTaskEnv(TaskEnv):
         self._data = self.base_env.data
         self._frame_skip = int(self.base_env.frame_skip)
         self._dt = float(self.base_env.dt)
+        assert isinstance(self.action_space, spaces.Box)
         self._action_low = self.action_space.low.astype(np.float64)
         self._action_high = self.action_space.high.astype(np.float64)
         super().__init__(task)  # validates and stores the task (pending)

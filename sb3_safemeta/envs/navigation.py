@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 import numpy as np
 from gymnasium import spaces
 
-from sb3_safemeta.common.tasks import Task, TaskEnv
+from sb3_safemeta.common.tasks import Task, TaskEnv, validate_task
 from sb3_safemeta.envs.safety_gym_compat import headless_assets, import_safety_gymnasium
 
 __all__ = ["CarCircleHazardEnv", "NavigationTaskEnv", "PointButtonEnv", "PointCircleEnv"]
@@ -279,8 +279,19 @@ class NavigationTaskEnv(TaskEnv):
         """:return: the keyword arguments of the Safety-Gymnasium task's ``configure`` (validated)"""
         raise NotImplementedError
 
-    def _apply_task(self, task: Task) -> None:
-        self._pending = self._configure_kwargs(task)
+    def set_task(self, task: Task) -> None:
+        """
+        Set the task of the next episodes (takes effect at the next ``reset``).
+
+        The task is checked completely (keys and ranges, then the family's own checks: numbers of
+        objects, keep-out separations, goal index) before anything is stored, so a rejected task
+        leaves the current one in place.
+
+        :param task: a dict with exactly the keys of ``task_space`` (plus optionally ``cost_limit``)
+        """
+        checked = validate_task(task, self.task_space, self.n_costs, owner=type(self).__name__)
+        self._pending = self._configure_kwargs(checked)
+        self._task = checked
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         """

@@ -9,7 +9,8 @@ the 2-D navigation family of MAML (Finn et al. 2017) with a hazard as in Safety-
   the agent infers it from rewards, which is what meta-learning is for).
 - Action: a velocity command in [-1, 1]^2; p <- clip(p + 0.1 a, -3, 3).
 - Task: goal direction theta_g ~ U(0, pi/2) (goal at radius 2), hazard direction theta_h ~ U(0, pi/2)
-  (hazard centre at radius 1) and hazard radius ~ U(0.2, 0.4).
+  (hazard centre at radius 1) and hazard radius ~ U(0.2, 0.4). ``set_task`` takes effect at the next
+  ``reset`` (an episode under way keeps its task).
 - Reward: -||p - goal|| per step; cost: 1 per step inside the hazard disc. Default limit d = 10
   per 100-step episode.
 
@@ -51,7 +52,9 @@ class PointNavEnv(TaskEnv):
         self.observation_space = spaces.Box(-_BOUND, _BOUND, shape=(2,), dtype=np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
         self._position = np.zeros(2)
+        self._pending_task: Task | None = None
         super().__init__(task)
+        self._configure(self._task)  # goal and hazard are defined before the first reset
 
     def _sample_task(self, rng: np.random.Generator) -> Task:
         return {
@@ -61,12 +64,18 @@ class PointNavEnv(TaskEnv):
         }
 
     def _apply_task(self, task: Task) -> None:
+        self._pending_task = task  # the protocol: a new task takes effect at the next reset
+
+    def _configure(self, task: Task) -> None:
         self.goal = _GOAL_RADIUS * np.array([np.cos(task["goal_angle"]), np.sin(task["goal_angle"])])
         self.hazard_center = _HAZARD_DISTANCE * np.array([np.cos(task["hazard_angle"]), np.sin(task["hazard_angle"])])
         self.hazard_radius = float(task["hazard_radius"])
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
+        if self._pending_task is not None:
+            self._configure(self._pending_task)
+            self._pending_task = None
         self._position = self.np_random.uniform(-0.05, 0.05, size=2)
         return self._position.astype(np.float32), {}
 

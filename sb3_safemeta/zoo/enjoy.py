@@ -4,22 +4,44 @@ Run a meta-policy trained with rl-zoo3, and optionally its meta-test (safe adapt
     python -m sb3_safemeta.zoo.enjoy --algo safemeta --env SafeMetaPointNav-v0 -f logs [--exp-id 0]
         [-n 1000] [--meta-test-tasks 5 --adapt-steps 5]
 
-Finds the model as ``rl_zoo3.enjoy`` does (``<folder>/<algo>/<env>_<exp-id>/<env>.zip``). ``rl_zoo3.enjoy``
-itself cannot load these models: it calls ``ALGOS[algo].load(path)`` without an environment, and
-SafeMetaDual needs its task-distribution environment when it is built.
+Finds the model as ``rl_zoo3.enjoy`` does (``<folder>/<algo>/<env>_<exp-id>/<env>.zip``), except that
+``--exp-id 0`` selects the latest experiment *that has a model*: ``--optimize`` runs also create an
+experiment folder, without a model. ``rl_zoo3.enjoy`` itself cannot load these models: it calls
+``ALGOS[algo].load(path)`` without an environment, and SafeMetaDual needs its task-distribution
+environment when it is built.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 
 import numpy as np
 from huggingface_sb3 import EnvironmentName
 from rl_zoo3.utils import get_model_path
 from stable_baselines3.common.env_util import make_vec_env
 
+from sb3_safemeta.safe_meta_dual import SafeMetaDual
 from sb3_safemeta.zoo.exp_manager import run_episodes
 from sb3_safemeta.zoo.registration import SAFEMETA_ALGOS
+
+
+def latest_experiment_with_model(folder: str, algo: str, env_name: EnvironmentName, load_best: bool = False) -> int:
+    """
+    :param folder: rl-zoo3 log folder
+    :param algo: algorithm name
+    :param env_name: environment name
+    :param load_best: look for ``best_model.zip`` instead of ``<env>.zip``
+    :return: the largest experiment id whose folder holds the model, 0 if there is none
+    """
+    model_file = "best_model.zip" if load_best else f"{env_name}.zip"
+    prefix = f"{env_name}_"
+    candidates = os.listdir(os.path.join(folder, algo)) if os.path.isdir(os.path.join(folder, algo)) else []
+    ids = [int(name[len(prefix) :]) for name in candidates if name.startswith(prefix) and name[len(prefix) :].isdigit()]
+    for exp_id in sorted(ids, reverse=True):
+        if os.path.isfile(os.path.join(folder, algo, f"{prefix}{exp_id}", model_file)):
+            return exp_id
+    return 0
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--algo", default="safemeta", choices=list(SAFEMETA_ALGOS))
     parser.add_argument("--env", type=EnvironmentName, default="SafeMetaPointNav-v0")
     parser.add_argument("-f", "--folder", default="logs", help="rl-zoo3 log folder")
-    parser.add_argument("--exp-id", type=int, default=0, help="experiment id (0: latest)")
+    parser.add_argument("--exp-id", type=int, default=0, help="experiment id (0: the latest one with a model)")
     parser.add_argument("--load-best", action="store_true", help="load best_model.zip")
     parser.add_argument("-n", "--n-episodes", type=int, default=5, help="deterministic episodes of the loaded policy")
     parser.add_argument("--meta-test-tasks", type=int, default=0, help="unseen tasks for a meta-test (safemeta only)")
@@ -36,15 +58,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
 
-    _, model_path, _ = get_model_path(args.exp_id, args.folder, args.algo, args.env, args.load_best)
+    exp_id = args.exp_id
+    if exp_id == 0:
+        exp_id = latest_experiment_with_model(args.folder, args.algo, args.env, args.load_best)
+        if exp_id == 0:
+            raise FileNotFoundError(f"no trained {args.algo} model for {args.env} in {os.path.join(args.folder, args.algo)}")
+        print(f"Loading the latest experiment with a model, id={exp_id}")
+    _, model_path, _ = get_model_path(exp_id, args.folder, args.algo, args.env, args.load_best)
     env = make_vec_env(args.env.gym_id, n_envs=1, seed=args.seed)
     model = SAFEMETA_ALGOS[args.algo].load(model_path, env=env, device=args.device)
     print(f"Loaded {model_path}")
     returns, costs = run_episodes(model, env, args.n_episodes)
-    limit = np.asarray(model.cost_limit, dtype=float)
+    limit = np.asarray(model.cost_limit, dtype=np.float64)
     summary = f"return {returns.mean():.2f} +/- {returns.std():.2f}, episode cost max {costs.max():.2f} (d = {limit})"
     print(f"{args.n_episodes} episodes: {summary}")
-    if args.meta_test_tasks > 0 and args.algo == "safemeta":
+    if args.meta_test_tasks > 0 and isinstance(model, SafeMetaDual):
         report = model.meta_test(n_tasks=args.meta_test_tasks, n_adapt_steps=args.adapt_steps, seed=args.seed + 10_000)
         print(report.table())
 

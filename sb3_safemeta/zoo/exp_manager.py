@@ -27,6 +27,7 @@ import os
 import pickle as pkl
 import sys
 import time
+from collections import OrderedDict
 from pathlib import Path
 from pprint import pprint
 from typing import Any
@@ -43,7 +44,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_safemeta.zoo.registration import SAFEMETA_ALGOS, hyperparams_path
+from sb3_safemeta.zoo.registration import SAFEMETA_ALGOS, finish_deferred_registration, hyperparams_path
 
 # paper Section 5.1 / Appendix D.2: 20 unseen tasks, 20 adaptation steps each
 DEFAULT_META_TEST_KWARGS = {"n_tasks": 20, "n_adapt_steps": 20}
@@ -78,7 +79,8 @@ def run_episodes(model: BaseAlgorithm, env: VecEnv, n_episodes: int) -> tuple[np
     """
     :return: returns (n_episodes,) and episode costs (n_episodes, p) of deterministic episodes
     """
-    returns, costs = [], []
+    returns: list[float] = []
+    costs: list[np.ndarray] = []
     n_costs = int(getattr(model, "n_costs", 1))
     running_return, running_cost = np.zeros(env.num_envs), np.zeros((env.num_envs, n_costs))
     obs = env.reset()
@@ -128,6 +130,18 @@ class SafeMetaExperimentManager(ExperimentManager):
     @property
     def is_safemeta(self) -> bool:
         return self.algo in SAFEMETA_ALGOS
+
+    def read_hyperparameters(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        hyperparams, saved_hyperparams = super().read_hyperparameters()
+        if self.is_safemeta and self.storage and self.study_name and self.trial_id == 0:
+            # rl-zoo3 loads a trial only `if self.trial_id`, so `--trial-id 0` was silently ignored
+            print("Loading from Optuna study (trial 0)...")
+            study_hyperparams = self.load_trial(self.storage, self.study_name, 0)
+            pprint(study_hyperparams)
+            custom = self.custom_hyperparams or {}  # --hyperparams still overrides the study's values
+            hyperparams.update({key: value for key, value in study_hyperparams.items() if key not in custom})
+            saved_hyperparams = OrderedDict((key, hyperparams[key]) for key in sorted(hyperparams))
+        return hyperparams, saved_hyperparams
 
     def _preprocess_hyperparams(self, hyperparams: dict[str, Any]):  # type: ignore[override]
         # not a constructor argument: how the objective (and meta-test) evaluates a SafeMetaDual
@@ -257,7 +271,7 @@ class SafeMetaExperimentManager(ExperimentManager):
         feasible = [t for t in completed if max(constraint_from_user_attrs(t)) <= 0]
         print(f"Number of finished trials: {len(study.trials)} ({len(completed)} complete, {len(feasible)} feasible)")
         if feasible:
-            best = max(feasible, key=lambda t: t.value)  # the same trial as study.best_trial under constraints
+            best = max(feasible, key=lambda t: t.value if t.value is not None else -math.inf)  # = study.best_trial
             print("Best feasible trial:")
             print("Value: ", best.value)
             print("Params: ")
@@ -278,3 +292,7 @@ class SafeMetaExperimentManager(ExperimentManager):
             pkl.dump(study, file_handler)
         if self.verbose:
             print(f"Writing report to {log_path}")
+
+
+# when this module was imported before rl_zoo3.exp_manager (the startup hook fired while it was loading)
+finish_deferred_registration()

@@ -16,12 +16,13 @@ import sys
 import sysconfig
 from types import ModuleType
 
+from sb3_safemeta.common.on_policy_cost_algorithm import OnPolicyCostAlgorithm
 from sb3_safemeta.safe_adapter import SafeAdapter
 from sb3_safemeta.safe_meta_dual import SafeMetaDual
 from sb3_safemeta.zoo.hyperparams_opt import SAFEMETA_CONVERTERS, SAFEMETA_SAMPLERS
 
 # name on the rl-zoo3 command line -> algorithm class
-SAFEMETA_ALGOS = {"safemeta": SafeMetaDual, "safe_adapter": SafeAdapter}
+SAFEMETA_ALGOS: dict[str, type[OnPolicyCostAlgorithm]] = {"safemeta": SafeMetaDual, "safe_adapter": SafeAdapter}
 
 
 def hyperparams_path(algo: str) -> pathlib.Path:
@@ -57,13 +58,30 @@ def _register_samplers(module: ModuleType) -> None:
     module.HYPERPARAMS_CONVERTER.update(SAFEMETA_CONVERTERS)
 
 
+# rl_zoo3.exp_manager modules whose manager is replaced once sb3_safemeta.zoo.exp_manager has finished loading
+_DEFERRED_MANAGERS: list[ModuleType] = []
+
+
 def _register_experiment_manager(module: ModuleType) -> None:
+    ours = sys.modules.get("sb3_safemeta.zoo.exp_manager")
+    if ours is not None and not hasattr(ours, "SafeMetaExperimentManager"):
+        # sb3_safemeta.zoo.exp_manager is being imported and is itself importing rl_zoo3.exp_manager (e.g. the
+        # enjoy launcher imports it first): importing it here would be circular. It calls
+        # finish_deferred_registration() once its class is defined.
+        _DEFERRED_MANAGERS.append(module)
+        return
     from sb3_safemeta.zoo.exp_manager import SafeMetaExperimentManager
 
     # rl_zoo3.train / enjoy do `from rl_zoo3.exp_manager import ExperimentManager` after this module has
     # loaded, so they get the subclass; it behaves exactly like rl-zoo3's for every other algorithm
     if not issubclass(module.ExperimentManager, SafeMetaExperimentManager):
-        module.ExperimentManager = SafeMetaExperimentManager
+        module.ExperimentManager = SafeMetaExperimentManager  # type: ignore[attr-defined]
+
+
+def finish_deferred_registration() -> None:
+    """Replace the managers whose registration waited for :mod:`sb3_safemeta.zoo.exp_manager` to load."""
+    while _DEFERRED_MANAGERS:
+        _register_experiment_manager(_DEFERRED_MANAGERS.pop())
 
 
 _HANDLERS = {
@@ -90,4 +108,4 @@ def register() -> None:
         on_zoo_module_loaded(sys.modules[name])
     for name in ("rl_zoo3.train", "rl_zoo3.enjoy"):  # already imported: rebind the manager they hold
         if name in sys.modules and hasattr(sys.modules[name], "ExperimentManager"):
-            sys.modules[name].ExperimentManager = rl_zoo3.exp_manager.ExperimentManager
+            sys.modules[name].ExperimentManager = rl_zoo3.exp_manager.ExperimentManager  # type: ignore[attr-defined]
