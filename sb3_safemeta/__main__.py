@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> MetaTestReport:
     out.mkdir(parents=True, exist_ok=True)
     progress = out / ("progress.csv" if model.meta_iterations == 0 else f"progress_from_{model.meta_iterations}.csv")
     model.set_logger(Logger(str(out), [MetaIterationLine(), CSVOutputFormat(str(progress))]))
-    initial_state = {key: value.clone() for key, value in model.policy.state_dict().items()}
+    initial_state: dict[str, th.Tensor] | None = {key: value.clone() for key, value in model.policy.state_dict().items()}
     if args.resume and model.meta_iterations > 0:
         initial_state = None  # the untrained policy of a resumed run is not known
 

@@ -51,6 +51,7 @@ class CostActorCriticPolicy(ActorCriticPolicy):
 
     def _critic_latent(self, obs: th.Tensor) -> th.Tensor:
         features = super().extract_features(obs, self.vf_features_extractor)
+        assert isinstance(features, th.Tensor)  # share_features_extractor or not, one extractor here
         return self.mlp_extractor.forward_critic(features)
 
     def predict_cost_values(self, obs: th.Tensor) -> th.Tensor:

@@ -357,7 +357,8 @@ class TabularTaskFamily:
             uniform_cost = cmdp.Jc(uniform_policy(self.n_states, self.n_actions))
             safest = np.array([cmdp.optimal_values(c[i], maximize=False) @ self.rho for i in range(self.n_costs)])
             # d between the safest achievable cost and the uniform policy's: feasible and binding
-            cost_limit = safest + rng.uniform(*self.cost_limit_range) * (uniform_cost - safest)
+            low, high = self.cost_limit_range
+            cost_limit = safest + rng.uniform(low, high) * (uniform_cost - safest)
             tasks.append({"r": r, "c": c, "cost_limit": cost_limit, "goal": int(goal)})
         return tasks
 
