@@ -107,8 +107,10 @@ def main(argv: list[str] | None = None) -> MetaTestReport:
         f" x {args.meta_batch_size} tasks, d={cost_limit}"
     )
     start = time.time()
+    # SB3: with reset_num_timesteps=False, learn(n) runs n *more* steps; a resumed run does what was left
+    total_timesteps = args.meta_iterations * steps_per_iteration - (model.num_timesteps if args.resume else 0)
     model.learn(
-        total_timesteps=args.meta_iterations * steps_per_iteration,
+        total_timesteps=total_timesteps,
         callback=checkpoint,
         reset_num_timesteps=not args.resume,
         log_interval=1,

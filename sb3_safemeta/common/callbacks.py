@@ -45,9 +45,15 @@ def call_meta_iteration_end(callback: BaseCallback) -> bool:
 
 class MetaCheckpointCallback(MetaIterationCallback):
     """
-    Save the model every ``save_freq`` meta-iterations, at the iteration boundary, so that
-    ``Model.load(path, env=...).learn(total_timesteps, reset_num_timesteps=False)`` continues with
-    exactly the meta-iterations that were left (the task sampler's state is saved too).
+    Save the model every ``save_freq`` meta-iterations, at the iteration boundary, so that an
+    interrupted run can be resumed with exactly the meta-iterations that were left::
+
+        model = SafeMetaDual.load(callback.latest_path, env=env)
+        model.learn(total_timesteps - model.num_timesteps, reset_num_timesteps=False, callback=callback)
+
+    (SB3 semantics: with ``reset_num_timesteps=False``, ``learn(n)`` trains ``n`` *more* steps.) The
+    task sampler's state is in the zip and SafeMetaDual seeds every meta-iteration from it, so with a
+    fixed seed the resumed run ends with the same parameters as an uninterrupted one.
 
     Writes ``<save_path>/<name_prefix>_<iterations>_iterations.zip`` and overwrites
     ``<save_path>/<name_prefix>_latest.zip``.

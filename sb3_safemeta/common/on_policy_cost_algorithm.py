@@ -231,7 +231,8 @@ class OnPolicyCostAlgorithm(OnPolicyAlgorithm):
                 actions = actions.reshape(-1, 1)
 
             # Time-limit truncation: bootstrap the reward AND the cost with the value of the terminal state
-            for index, done in enumerate(dones):
+            # (Monte-Carlo advantages use no critic: its untrained heads would only add noise)
+            for index, done in enumerate(dones if self._bootstraps_with_critic() else ()):
                 terminal_obs = infos[index].get("terminal_observation")
                 if done and terminal_obs is not None and infos[index].get("TimeLimit.truncated", False):
                     terminal_tensor = self.policy.obs_to_tensor(terminal_obs)[0]
@@ -256,10 +257,16 @@ class OnPolicyCostAlgorithm(OnPolicyAlgorithm):
             last_tensor = obs_as_tensor(new_obs, self.device)  # type: ignore[arg-type]
             values = self.policy.predict_values(last_tensor)
             cost_values = self.policy.predict_cost_values(last_tensor)  # type: ignore[operator]
+        if not self._bootstraps_with_critic():  # episodes cut by the rollout's end: plain Monte-Carlo returns
+            values, cost_values = th.zeros_like(values), th.zeros_like(cost_values)
         rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones, last_cost_values=cost_values)
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
+
+    def _bootstraps_with_critic(self) -> bool:
+        """:return: whether cut episodes are bootstrapped with the value heads (not with Monte-Carlo advantages)"""
+        return getattr(self, "advantage_estimator", "gae") == "gae"
 
     def _account_episodes(self, rewards: np.ndarray, costs: np.ndarray, dones: np.ndarray) -> None:
         """Accumulate undiscounted episode returns, costs and lengths per environment (before any bootstrap)."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch as th
+from gymnasium import spaces
 
 from sb3_safemeta.common.advantages import episode_time_steps, linear_baseline_advantages
 from sb3_safemeta.common.buffers import CostRolloutBuffer
@@ -82,6 +83,10 @@ class RolloutData:
         n_costs = buffer.costs.shape[-1]
         observations = buffer.observations.reshape(n_samples, *buffer.observations.shape[2:])
         actions = buffer.actions.reshape(n_samples, *buffer.actions.shape[2:])
+        if isinstance(buffer.action_space, spaces.Discrete):
+            # the buffer keeps Discrete actions as float (n, 1); a categorical log_prob needs int64 (n,),
+            # a (n, 1) value would broadcast against the (n,) batch into an (n, n) table
+            actions = actions.reshape(n_samples).astype(np.int64)
         if estimator == "gae":
             advantages = buffer.advantages.reshape(n_samples)
             cost_advantages = buffer.cost_advantages.reshape(n_samples, n_costs)

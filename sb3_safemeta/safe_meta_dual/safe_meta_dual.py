@@ -13,7 +13,7 @@ from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import safe_mean
+from stable_baselines3.common.utils import safe_mean, set_random_seed
 
 from sb3_safemeta.common.callbacks import call_meta_iteration_end
 from sb3_safemeta.common.dual import AdaptationParams
@@ -87,7 +87,9 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
     :param policy_kwargs: additional arguments to be passed to the policy on creation
     :param verbose: verbosity level: 0 no output, 1 info messages, 2 debug messages
-    :param seed: seed for the pseudo random generators (and the task sampler)
+    :param seed: seed for the pseudo random generators and the task sampler; every meta-iteration
+        re-seeds torch and the environments from the task sampler, whose state is saved, so that a run
+        resumed from a checkpoint (:class:`~sb3_safemeta.common.callbacks.MetaCheckpointCallback`) is bit-identical
     :param device: device (cpu, cuda, ...) on which the code should be run
     :param _init_setup_model: whether or not to build the network at the creation of the instance
     """
@@ -176,6 +178,8 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
         self.fit_steps = int(check_positive(fit_steps, "fit_steps"))
         self.backtrack_steps = int(check_positive(backtrack_steps, "backtrack_steps", strict=False))
         self.meta_iterations = 0
+        # task sampler (and source of each meta-iteration's seed); kept by load() so that a run resumes
+        self.task_rng: np.random.Generator | None = None
         if _init_setup_model:
             self._setup_model()
 
@@ -188,9 +192,12 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
         # pi^tau of the task being adapted: same architecture, weights copied from phi per task
         self.adapted_policy = copy.deepcopy(self.policy)
         self.critic_optimizer = self.policy.optimizer_class(  # type: ignore[call-arg]
-            self.policy.critic_parameters(), lr=self.lr_schedule(1), **self.policy.optimizer_kwargs
+            self.policy.critic_parameters(),  # type: ignore[operator]
+            lr=self.lr_schedule(1),
+            **self.policy.optimizer_kwargs,
         )
-        self.task_rng = np.random.default_rng(self.seed)
+        if self.task_rng is None:  # not when load() restored it
+            self.task_rng = np.random.default_rng(self.seed)
 
     # ------------------------------------------------------------------ data
     def sample_tasks(self, n_tasks: int, seed: int | None = None) -> list[Task]:
@@ -200,6 +207,7 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
         :return: tasks drawn from the environment's task distribution
         """
         if seed is None:
+            assert self.task_rng is not None
             seed = int(self.task_rng.integers(2**31 - 1))
         return self.env.env_method("sample_tasks", n_tasks, seed, indices=[0])[0]  # type: ignore[union-attr]
 
@@ -223,7 +231,7 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
         """One rollout of ``policy`` on ``task``; None if a callback asked to stop."""
         self._set_task(task)
         with self._acting_with(policy):
-            if not self.collect_rollouts(self.env, callback, self.rollout_buffer, n_rollout_steps=self.n_steps):
+            if not self.collect_rollouts(self.env, callback, self.rollout_buffer, n_rollout_steps=self.n_steps):  # type: ignore[arg-type]
                 return None
             rollout = self.rollout_data(self.advantage_estimator)
             if self.advantage_estimator == "gae":
@@ -269,57 +277,60 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
         return self
 
     def _meta_iteration(self, callback: BaseCallback) -> bool:
-        """One meta-iteration (Algorithm 2 lines 2-13 over a batch). :return: False if a callback stopped training"""
+        """One meta-iteration (Algorithm 2 / 4, lines 2-13, over a batch). :return: False if a callback stopped training"""
         start = time.time()
         tasks = self.sample_tasks(self.meta_batch_size)
+        self._seed_iteration()
+        # line 3: evaluate Jc(pi_phi) and the advantages with the meta-policy, on every task first, so that
+        # no task is adapted (and rolled out again) in an iteration that ends with the cost step
         meta_rollouts: list[RolloutData] = []
-        violating: list[tuple[RolloutData, int]] = []
-        excesses: list[np.ndarray] = []
-        adapted_rollouts: list[RolloutData] = []
-        adaptation_kls, multipliers = [], []
         for task in tasks:
-            # Algorithm 2 line 3: evaluate Jc(pi_phi) and the advantages with the meta-policy
             meta_rollout = self._collect(self.policy, task, callback)
             if meta_rollout is None:
                 return False
             meta_rollouts.append(meta_rollout)
-            limit = task_cost_limit(task, self.cost_limit, self.n_costs) + np.asarray(self.delta_c)
-            excess = meta_rollout.episode_cost - limit
-            excesses.append(excess)
-            if np.any(excess > 0):
-                # line 10: a violated channel of this task (the worst one)
-                violating.append((meta_rollout, int(np.argmax(excess))))
-                continue
-            # line 5: A^s from phi on this task (Algorithm 3 on the meta-policy's data)
-            self.adapted_policy.load_state_dict(self.policy.state_dict())
-            result = adapt_on_rollout(
-                self.adapted_policy,
-                meta_rollout,
-                lambda_=self.lambda_,
-                lambda_c=self.lambda_c,
-                cost_limit=task_cost_limit(task, self.cost_limit, self.n_costs),
-                delta_c=self.delta_c,
-                dual_solver=self.dual_solver,
-                beta=self.beta,
-                n_dual_steps=self.n_dual_steps,
-                fit_steps=self.fit_steps,
-                backtrack_steps=self.backtrack_steps,
-            )
-            adaptation_kls.append(result.kl)
-            multipliers.append(result.u)
-            # line 6: data of the adapted policy pi^tau on the same task
-            adapted_rollout = self._collect(self.adapted_policy, task, callback)
-            if adapted_rollout is None:
-                return False
-            adapted_rollouts.append(adapted_rollout)
+        limits = [task_cost_limit(task, self.cost_limit, self.n_costs) for task in tasks]
+        excesses = np.array(
+            [rollout.episode_cost - limit - self.delta_c for rollout, limit in zip(meta_rollouts, limits, strict=True)]
+        )
+        # line 10: the worst violated channel of each violating task
+        violating = [(meta_rollouts[i], int(np.argmax(excesses[i]))) for i in np.flatnonzero(np.any(excesses > 0, axis=1))]
+        take_cost_step = bool(violating) and (self.crpo_rule == "any" or bool(np.any(excesses.mean(axis=0) > 0)))
+        feasible = [i for i in range(len(tasks)) if np.all(excesses[i] <= 0)]
 
-        take_cost_step = bool(violating) and (self.crpo_rule == "any" or np.any(np.mean(excesses, axis=0) > 0))
-        if take_cost_step or not adapted_rollouts:
-            step = self._cost_step(violating or [(rollout, 0) for rollout in meta_rollouts], meta_rollouts)
-        else:
-            step = self._meta_step(adapted_rollouts, meta_rollouts)
+        adapted_rollouts: list[RolloutData] = []
+        adaptation_kls, multipliers = [], []
+        if not take_cost_step:
+            for i in feasible:
+                # line 5: A^s from phi on this task (Algorithm 3 on the meta-policy's data)
+                self.adapted_policy.load_state_dict(self.policy.state_dict())
+                result = adapt_on_rollout(
+                    self.adapted_policy,
+                    meta_rollouts[i],
+                    lambda_=self.lambda_,
+                    lambda_c=self.lambda_c,
+                    cost_limit=limits[i],
+                    delta_c=self.delta_c,
+                    dual_solver=self.dual_solver,
+                    beta=self.beta,
+                    n_dual_steps=self.n_dual_steps,
+                    fit_steps=self.fit_steps,
+                    backtrack_steps=self.backtrack_steps,
+                )
+                adaptation_kls.append(result.kl)
+                multipliers.append(result.u)
+                # line 6: data of the adapted policy pi^tau on the same task
+                adapted_rollout = self._collect(self.adapted_policy, tasks[i], callback)
+                if adapted_rollout is None:
+                    return False
+                adapted_rollouts.append(adapted_rollout)
 
-        self.logger.record("meta/cost_step", int(take_cost_step or not adapted_rollouts))
+        if adapted_rollouts:
+            step = self._meta_step(adapted_rollouts, meta_rollouts)  # lines 7-8
+        else:  # lines 10-12 (every task violates under crpo_rule="mean" too)
+            step = self._cost_step(violating, meta_rollouts)
+
+        self.logger.record("meta/cost_step", int(not adapted_rollouts))
         self.logger.record("meta/violating_tasks", len(violating))
         self.logger.record("meta/meta_policy_return", safe_mean([r.episode_return for r in meta_rollouts]))
         self.logger.record("meta/meta_policy_cost_max", float(np.max([r.episode_cost[0] for r in meta_rollouts])))
@@ -337,6 +348,19 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
         self._n_updates += 1
         return True
 
+    def _seed_iteration(self) -> None:
+        """
+        Seed this meta-iteration's randomness from the task generator: action noise (torch), critic
+        minibatches (numpy's global generator) and the environments' resets. A meta-iteration is then a
+        function of (phi, critics and their optimizer, task generator state), all of which a checkpoint
+        saves, so a run resumed from a checkpoint is bit-identical to an uninterrupted one
+        (``load`` alone would re-seed every generator from ``seed``).
+        """
+        assert self.task_rng is not None and self.env is not None
+        seed = int(self.task_rng.integers(2**31 - 1))
+        set_random_seed(seed, using_cuda=self.device.type == "cuda")
+        self.env.seed(seed)  # used at the next reset, i.e. the first rollout of this iteration
+
     def _trust_region_states(self, rollouts: list[RolloutData]) -> th.Tensor:
         observations = np.concatenate([rollout.observations for rollout in rollouts])
         if len(observations) > _MAX_TRUST_REGION_STATES:
@@ -350,7 +374,7 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
 
     def _step(self, surrogate: ImportanceWeightedSurrogate, meta_rollouts: list[RolloutData]) -> TrustRegionResult:
         return trust_region_step(
-            self.policy.actor_parameters(),
+            self.policy.actor_parameters(),  # type: ignore[operator]
             surrogate,
             MeanKL(self.policy, self._trust_region_states(meta_rollouts)),
             max_kl=self.target_kl,
@@ -440,8 +464,14 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "critic_optimizer"], []
 
-    def _setup_learn(self, total_timesteps: int, callback: MaybeCallback = None, reset_num_timesteps: bool = True,
-                     tb_log_name: str = "run", progress_bar: bool = False):  # fmt: skip
+    def _setup_learn(
+        self,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        reset_num_timesteps: bool = True,
+        tb_log_name: str = "run",
+        progress_bar: bool = False,
+    ) -> tuple[int, BaseCallback]:
         result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
         if reset_num_timesteps:
             self.meta_iterations = 0

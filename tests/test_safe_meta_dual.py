@@ -1,0 +1,456 @@
+"""
+SafeMetaDual as an SB3 algorithm on the built-in family SafeMetaPointNav-v0: save/load, resume from a
+checkpoint, seeded determinism, clear errors, the CRPO batch rule, the meta-test report, and (expensive)
+meta-training against the initial policy and a jointly trained policy.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from sb3_contrib import TRPO
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import KVWriter, Logger
+
+import sb3_safemeta.envs  # noqa: F401
+from sb3_safemeta import SafeAdapter, SafeMetaDual
+from sb3_safemeta.common.callbacks import MetaCheckpointCallback, MetaIterationCallback
+from sb3_safemeta.common.evaluation import MetaTestReport
+from sb3_safemeta.common.rollout_data import RolloutData
+
+ENV_ID = "SafeMetaPointNav-v0"  # 100-step episodes
+N_ENVS = 2
+# one rollout = n_steps * n_envs = 200 steps = 2 episodes; a meta-iteration without cost step = 2 * 2 * 200 steps
+SMALL: dict[str, Any] = dict(cost_limit=10.0, meta_batch_size=2, n_steps=100, fit_steps=5, n_dual_steps=5)
+STEPS_PER_ITERATION = SMALL["meta_batch_size"] * 2 * SMALL["n_steps"] * N_ENVS
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Small MLPs on a shared 2-core machine: intra-op threads only add contention (10-100x slower forwards)."""
+    threads = th.get_num_threads()
+    th.set_num_threads(1)
+    yield
+    th.set_num_threads(threads)
+
+
+def make_env(seed: int = 0, n_envs: int = N_ENVS, **kwargs: Any):
+    return make_vec_env(ENV_ID, n_envs=n_envs, seed=seed, **kwargs)
+
+
+def observations(n: int = 64) -> np.ndarray:
+    return np.random.default_rng(1).uniform(-2, 2, size=(n, 2)).astype(np.float32)
+
+
+class RecordingWriter(KVWriter):
+    """Keeps every log dump (one per meta-iteration with ``log_interval=1``)."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    def write(self, key_values: dict[str, Any], key_excluded: dict[str, Any], step: int = 0) -> None:
+        self.records.append(dict(key_values))
+
+    def close(self) -> None:
+        pass
+
+
+def recording(model: SafeMetaDual) -> RecordingWriter:
+    writer = RecordingWriter()
+    model.set_logger(Logger(folder=None, output_formats=[writer]))
+    return writer
+
+
+def assert_same_parameters(model_a: SafeMetaDual, model_b: SafeMetaDual) -> None:
+    state_a, state_b = model_a.policy.state_dict(), model_b.policy.state_dict()
+    assert state_a.keys() == state_b.keys()
+    for key in state_a:
+        assert th.equal(state_a[key], state_b[key]), f"{key}: max |a - b| {(state_a[key] - state_b[key]).abs().max()}"
+
+
+class StopAfter(MetaIterationCallback):
+    """Stops training after ``n`` meta-iterations (an interrupted run)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def _on_meta_iteration_end(self) -> bool:
+        return self.model.meta_iterations < self.n  # type: ignore[attr-defined]
+
+
+class StartZoneCost(gym.Wrapper):
+    """Cost 1 per step within 0.5 of the origin, where every episode starts: unavoidable, but reducible by leaving."""
+
+    def step(self, action):
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        info["cost"] = float(np.linalg.norm(observation) < 0.5)
+        return observation, reward, terminated, truncated, info
+
+
+class DiscreteMoves(gym.ActionWrapper):
+    """The point-navigation family with 5 discrete actions: stay, or full speed along +x, -x, +y, -y."""
+
+    MOVES = np.array([[0.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]], dtype=np.float32)
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.action_space = gym.spaces.Discrete(len(self.MOVES))
+
+    def action(self, action):
+        return self.MOVES[int(action)]
+
+
+class PendulumWithCost(gym.Wrapper):
+    """A plain Gymnasium env that reports a cost but is no task distribution."""
+
+    def step(self, action):
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        info["cost"] = 0.0
+        return observation, reward, terminated, truncated, info
+
+
+# ---------------------------------------------------------------------------------------------- save / load
+def test_learn_counts_meta_iterations_and_timesteps():
+    model = SafeMetaDual("MlpPolicy", make_env(), seed=0, **{**SMALL, "cost_limit": 1e6})
+    writer = recording(model)
+    assert model.learn(2 * STEPS_PER_ITERATION) is model
+    # no task violates a huge limit: every iteration adapts every task (2 rollouts per task)
+    assert model.meta_iterations == 2 and model.num_timesteps == 2 * STEPS_PER_ITERATION
+    assert [record["meta/cost_step"] for record in writer.records] == [0, 0]
+    assert [record["meta/iterations"] for record in writer.records] == [1, 2]
+
+
+def test_save_load_round_trip(tmp_path):
+    model = SafeMetaDual(
+        "MlpPolicy", make_env(), seed=0, lambda_=2.0, lambda_c=[3.0], delta_c=0.5, target_kl=0.005, crpo_rule="mean",
+        **{**SMALL, "cost_limit": 7.0},
+    )  # fmt: skip
+    model.learn(STEPS_PER_ITERATION)
+    before, _ = model.predict(observations(), deterministic=True)
+    model.save(tmp_path / "meta.zip")
+
+    loaded = SafeMetaDual.load(tmp_path / "meta.zip", env=make_env())
+    after, _ = loaded.predict(observations(), deterministic=True)
+    np.testing.assert_array_equal(before, after)
+    assert_same_parameters(model, loaded)
+    assert loaded.meta_iterations == model.meta_iterations == 1
+    assert loaded.num_timesteps == model.num_timesteps
+    assert (loaded.lambda_, loaded.lambda_c, loaded.delta_c) == (2.0, [3.0], 0.5)
+    assert (loaded.target_kl, loaded.crpo_rule, loaded.meta_batch_size, loaded.n_steps) == (0.005, "mean", 2, 100)
+    assert (loaded.fit_steps, loaded.n_dual_steps, loaded.advantage_estimator) == (5, 5, "mc")
+    np.testing.assert_array_equal(loaded.cost_limit, [7.0])
+    # the task sampler continues where it was (not from the seed again)
+    assert loaded.task_rng.bit_generator.state == model.task_rng.bit_generator.state
+
+    adapter = SafeAdapter.from_meta(tmp_path / "meta.zip", env=make_env())
+    np.testing.assert_array_equal(adapter.predict(observations(), deterministic=True)[0], before)
+    # the adaptation hyper-parameters come with the meta-policy
+    assert (adapter.lambda_, adapter.lambda_c, adapter.delta_c, adapter.advantage_estimator) == (2.0, [3.0], 0.5, "mc")
+    np.testing.assert_array_equal(adapter.cost_limit, [7.0])
+    loaded.learn(STEPS_PER_ITERATION, reset_num_timesteps=False)  # and it keeps learning
+    assert loaded.meta_iterations == 2
+
+
+def test_discrete_actions_meta_iteration_and_save_load(tmp_path):
+    """A categorical meta-policy: both steps of the loop (cost limit 0: every task violates; huge: none) and save/load."""
+
+    def discrete_with_start_cost(env: gym.Env) -> gym.Env:
+        return StartZoneCost(DiscreteMoves(env))
+
+    for cost_limit in (0.0, 1e6):
+        model = SafeMetaDual(
+            "MlpPolicy", make_env(wrapper_class=discrete_with_start_cost), seed=0, **{**SMALL, "cost_limit": cost_limit}
+        )
+        writer = recording(model)
+        before = {key: value.clone() for key, value in model.policy.state_dict().items()}
+        sample_shapes: list[tuple[int, ...]] = []
+        samples = model._samples
+
+        def recording_samples(rollout: RolloutData, weights: np.ndarray, samples=samples, shapes=sample_shapes):
+            shapes.append(tuple(rollout.actions.shape))
+            return samples(rollout, weights)
+
+        model._samples = recording_samples  # type: ignore[method-assign]
+        model.learn(1)
+        # one action index per sample (a (n, 1) column would broadcast the categorical log_prob to (n, n))
+        assert sample_shapes and all(shape == (SMALL["n_steps"] * N_ENVS,) for shape in sample_shapes)
+        assert writer.records[-1]["train/is_line_search_success"] == 1
+        assert writer.records[-1]["meta/cost_step"] == int(cost_limit == 0.0)
+        assert any(not th.equal(value, before[key]) for key, value in model.policy.state_dict().items())
+    model.save(tmp_path / "discrete.zip")
+    loaded = SafeMetaDual.load(tmp_path / "discrete.zip", env=make_env(wrapper_class=DiscreteMoves))
+    np.testing.assert_array_equal(
+        loaded.predict(observations(), deterministic=True)[0], model.predict(observations(), deterministic=True)[0]
+    )
+
+
+# ---------------------------------------------------------------------------------------------- resume / determinism
+@pytest.mark.parametrize("advantage_estimator", ["mc", "gae"])
+def test_resume_from_checkpoint_is_bit_identical(tmp_path, advantage_estimator):
+    """
+    An interrupted run resumed from its checkpoint ends where the uninterrupted run ends. SB3 semantics:
+    ``learn(n, reset_num_timesteps=False)`` trains n MORE steps, so the remainder is ``total - num_timesteps``.
+    Bit-identity needs the task sampler's state in the zip and each meta-iteration seeded from it (the
+    torch generator and the env resets are not in the zip, and ``load`` re-seeds them from ``seed``).
+    """
+    total = 3 * STEPS_PER_ITERATION
+    kwargs = dict(SMALL, advantage_estimator=advantage_estimator)
+    uninterrupted = SafeMetaDual("MlpPolicy", make_env(), seed=1, **kwargs)
+    uninterrupted_log = recording(uninterrupted)
+    uninterrupted.learn(total)
+
+    interrupted = SafeMetaDual("MlpPolicy", make_env(), seed=1, **kwargs)
+    checkpoint = MetaCheckpointCallback(save_freq=1, save_path=tmp_path, keep_all=True)
+    interrupted.learn(total, callback=[checkpoint, StopAfter(1)])
+    assert interrupted.meta_iterations == 1
+    assert (tmp_path / "safemeta_1_iterations.zip").exists() and checkpoint.latest_path.exists()
+
+    resumed = SafeMetaDual.load(checkpoint.latest_path, env=make_env(seed=123))  # a fresh env, seeded differently
+    resumed_log = recording(resumed)
+    assert resumed.meta_iterations == 1
+    resumed.learn(total - resumed.num_timesteps, reset_num_timesteps=False, callback=checkpoint)
+    assert resumed.meta_iterations == uninterrupted.meta_iterations
+    assert resumed.num_timesteps == uninterrupted.num_timesteps
+    assert_same_parameters(uninterrupted, resumed)  # critics included (trained with "gae")
+    # the resumed iterations log what the uninterrupted run logged for them
+    tail = uninterrupted_log.records[-len(resumed_log.records) :]
+    for expected, actual in zip(tail, resumed_log.records, strict=True):
+        for key in ("meta/meta_policy_return", "meta/violating_tasks", "train/improvement", "meta/iterations"):
+            assert actual[key] == expected[key]
+
+
+def test_seeded_runs_are_identical():
+    def run():
+        model = SafeMetaDual("MlpPolicy", make_env(seed=3), seed=3, **SMALL)
+        writer = recording(model)
+        model.learn(10 * STEPS_PER_ITERATION, callback=StopAfter(2))
+        return model, writer.records
+
+    (model_a, log_a), (model_b, log_b) = run(), run()
+    assert_same_parameters(model_a, model_b)
+    assert len(log_a) == len(log_b) == 2
+    for record_a, record_b in zip(log_a, log_b, strict=True):
+        values_a = {key: value for key, value in record_a.items() if not key.startswith("time/")}
+        values_b = {key: value for key, value in record_b.items() if not key.startswith("time/")}
+        assert values_a == values_b
+        assert "train/improvement" in values_a and "meta/meta_policy_return" in values_a
+
+
+# ---------------------------------------------------------------------------------------------- clear errors
+def test_env_without_task_distribution_is_a_clear_error():
+    env = make_vec_env("Pendulum-v1", n_envs=1, wrapper_class=PendulumWithCost)
+    with pytest.raises(TypeError, match=r"sample_tasks.*set_task"):
+        SafeMetaDual("MlpPolicy", env, **SMALL)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(lambda_=-1.0), "lambda_"),
+        (dict(lambda_c=-0.5), "lambda_c"),
+        (dict(delta_c=-1.0), "delta_c"),
+        (dict(crpo_rule="all"), "crpo_rule"),
+        (dict(cost_limit=[10.0, 5.0]), r"cost_limit .*shape \(1,\)"),
+        (dict(cost_limit=-1.0), "cost_limit"),
+        (dict(meta_batch_size=0), "meta_batch_size"),
+        (dict(target_kl=0.0), "target_kl"),
+        (dict(advantage_estimator="td"), "advantage_estimator"),
+    ],
+)
+def test_bad_hyperparameters_name_the_parameter(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SafeMetaDual("MlpPolicy", make_env(), **{**SMALL, **kwargs})
+
+
+# ---------------------------------------------------------------------------------------------- CRPO rule
+def test_crpo_rule_takes_the_cost_step_when_the_meta_policy_violates(monkeypatch):
+    """
+    With a cost that no policy avoids (the start zone) and d = 1, every task violates: the iteration takes
+    the cost-reducing TRPO step, which lowers the importance-weighted cost surrogate of the violating tasks'
+    own data (checked here from the data, independently of the logged improvement).
+    """
+    env = make_env(wrapper_class=StartZoneCost)
+    model = SafeMetaDual("MlpPolicy", env, seed=0, **{**SMALL, "cost_limit": 1.0})
+    writer = recording(model)
+    captured: dict[str, Any] = {}
+    cost_step = model._cost_step
+
+    def spy(violating: list[tuple[RolloutData, int]], meta_rollouts: list[RolloutData]):
+        captured["violating"] = violating
+        captured["before"] = {key: value.clone() for key, value in model.policy.state_dict().items()}
+        return cost_step(violating, meta_rollouts)
+
+    monkeypatch.setattr(model, "_cost_step", spy)
+    model.learn(1)
+    record = writer.records[-1]
+    assert record["meta/cost_step"] == 1
+    assert record["meta/violating_tasks"] == SMALL["meta_batch_size"] == len(captured["violating"])
+    assert record["meta/meta_policy_cost_mean"] > 1.0
+    assert record["train/is_line_search_success"] == 1 and record["train/improvement"] > 0
+    assert 0 < record["train/kl"] <= model.target_kl * (1 + 1e-6)
+    # no adaptation data was used for the step, and the meta-iteration spent only the meta-policy's rollouts
+    assert "meta/adapted_return" not in record
+    assert model.num_timesteps == SMALL["meta_batch_size"] * SMALL["n_steps"] * N_ENVS
+
+    # surrogate of the mean cost: mean over violating tasks of E_{pi_old}[ratio * A_c]; it is mean A_c at pi_old
+    old_policy = copy.deepcopy(model.policy)
+    old_policy.load_state_dict(captured["before"])
+
+    def surrogate(policy) -> float:
+        values = []
+        for rollout, channel in captured["violating"]:
+            obs, actions = th.as_tensor(rollout.observations), th.as_tensor(rollout.actions)
+            with th.no_grad():
+                log_ratio = policy.get_distribution(obs).log_prob(actions) - old_policy.get_distribution(obs).log_prob(actions)
+                ratio = th.exp(log_ratio)
+            values.append(float(th.mean(ratio * th.as_tensor(rollout.cost_advantages[:, channel]))))
+        return float(np.mean(values))
+
+    before, after = surrogate(old_policy), surrogate(model.policy)
+    assert after < before
+    np.testing.assert_allclose(before - after, record["train/improvement"], rtol=1e-3, atol=1e-7)
+
+
+def test_no_violation_takes_the_meta_step():
+    model = SafeMetaDual("MlpPolicy", make_env(wrapper_class=StartZoneCost), seed=0, **{**SMALL, "cost_limit": 1e6})
+    writer = recording(model)
+    model.learn(1)
+    record = writer.records[-1]
+    assert record["meta/cost_step"] == 0 and record["meta/violating_tasks"] == 0
+    assert record["train/improvement"] > 0 and "meta/adapted_return" in record
+    assert model.num_timesteps == STEPS_PER_ITERATION
+
+
+# ---------------------------------------------------------------------------------------------- meta-test
+def test_meta_test_report_shapes_and_files(tmp_path):
+    model = SafeMetaDual("MlpPolicy", make_env(), seed=0, **SMALL)
+    before = {key: value.clone() for key, value in model.policy.state_dict().items()}
+    n_tasks, n_adapt_steps = 2, 2
+    report = model.meta_test(n_tasks=n_tasks, n_adapt_steps=n_adapt_steps, save_path=tmp_path / "meta_test")
+    assert report.returns.shape == (n_tasks, n_adapt_steps + 1)
+    assert report.costs.shape == (n_tasks, n_adapt_steps + 1, 1)
+    assert report.cost_limits.shape == (n_tasks, 1) and np.all(report.cost_limits == 10.0)
+    assert report.violations.shape == (n_tasks, n_adapt_steps + 1)
+    assert np.all(np.isfinite(report.returns)) and np.all(report.costs >= 0)
+    assert len(report.tasks) == n_tasks
+    for suffix in (".csv", ".json", ".png"):
+        assert (tmp_path / f"meta_test{suffix}").stat().st_size > 0
+    rows = (tmp_path / "meta_test.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + n_adapt_steps + 1  # header + one row per policy pi_[0..K]
+    reloaded = MetaTestReport.load(tmp_path / "meta_test")
+    np.testing.assert_array_equal(reloaded.returns, report.returns)
+    assert json.loads((tmp_path / "meta_test.json").read_text())["tasks"] == report.tasks
+    # the test tasks are reproducible and the meta-policy is left untouched
+    assert model.meta_test(n_tasks=n_tasks, n_adapt_steps=0).tasks == report.tasks
+    for key, value in model.policy.state_dict().items():
+        th.testing.assert_close(value, before[key], rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------------------------------- expensive
+class JointSafeMetaDual(SafeMetaDual):
+    """
+    The same loop without adaptation: the TRPO step follows the meta-policy's own policy gradient on the batch
+    (the CRPO rule unchanged). Same tasks, iterations and environment steps (the adapted rollouts are
+    collected and ignored): one policy for all tasks, as ``meta_train_exact(adapt=False)`` in the tabular test.
+    """
+
+    def _meta_step(self, adapted_rollouts: list[RolloutData], meta_rollouts: list[RolloutData]):
+        return super()._meta_step(meta_rollouts, meta_rollouts)
+
+
+class ResampleTaskEachEpisode(gym.Wrapper):
+    """The TRPO baseline's env: a new task from the family at every reset (the policy sees all tasks)."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.task_rng = np.random.default_rng(0)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if seed is not None:
+            self.task_rng = np.random.default_rng(seed)
+        family: Any = self.env.unwrapped  # a TaskEnv
+        family.set_task(family.sample_tasks(1, seed=int(self.task_rng.integers(2**31 - 1)))[0])
+        return self.env.reset(seed=seed, options=options)
+
+
+@pytest.mark.expensive
+def test_meta_training_beats_initial_and_joint_policies():
+    """
+    Meta-train on SafeMetaPointNav-v0 (60+ meta-iterations of 10 tasks), then adapt by one A^s step on 20
+    unseen tasks. The meta-policy must beat, each followed by the same adaptation step, (a) the initial
+    policy, (b) the same loop without adaptation (JointSafeMetaDual) and (c) sb3-contrib TRPO trained on all
+    tasks jointly (cost ignored, a new task every episode) on as many environment steps, all with the same
+    2x64 tanh network; and the final meta-policy must satisfy the constraint of its training tasks.
+    """
+    seed, n_envs, n_steps, batch, iterations, limit = 0, 4, 100, 10, 60, 10.0
+    kwargs = dict(
+        cost_limit=limit, meta_batch_size=batch, n_steps=n_steps, target_kl=0.02, lambda_=1.0, lambda_c=1.0,
+        policy_kwargs=dict(log_std_init=-0.5), seed=seed,
+    )  # fmt: skip
+    start = time.time()
+    model = SafeMetaDual("MlpPolicy", make_env(seed, n_envs), **kwargs)
+    initial = {key: value.clone() for key, value in model.policy.state_dict().items()}
+    training_tasks: list[dict[str, Any]] = []
+    sample_tasks = model.sample_tasks
+
+    def recording_sampler(n_tasks: int, seed: int | None = None):
+        tasks = sample_tasks(n_tasks, seed)
+        if seed is None:  # the training draws
+            training_tasks.extend(tasks)
+        return tasks
+
+    model.sample_tasks = recording_sampler  # type: ignore[method-assign]
+    writer = recording(model)
+    model.learn(iterations * batch * 2 * n_steps * n_envs)
+    meta_state = {key: value.clone() for key, value in model.policy.state_dict().items()}
+    meta_seconds = time.time() - start
+
+    start = time.time()
+    joint = JointSafeMetaDual("MlpPolicy", make_env(seed, n_envs), **kwargs)
+    joint.learn(iterations * batch * 2 * n_steps * n_envs)
+    joint_seconds = time.time() - start
+
+    start = time.time()
+    trpo = TRPO(
+        "MlpPolicy", make_env(seed, n_envs, wrapper_class=ResampleTaskEachEpisode), n_steps=500, batch_size=500,
+        seed=seed, policy_kwargs=dict(log_std_init=-0.5),
+    )  # fmt: skip
+    trpo.learn(model.num_timesteps)
+    trpo_seconds = time.time() - start
+
+    test_tasks = model.sample_tasks(20, seed=10_000)
+    states = {"meta": meta_state, "initial": initial, "joint": joint.policy.state_dict(), "trpo": trpo.policy.state_dict()}
+    reports = {}
+    for name, state in states.items():
+        model.policy.load_state_dict(state, strict=False)  # TRPO's policy has no cost-value head (unused by "mc")
+        reports[name] = model.meta_test(tasks=test_tasks, n_adapt_steps=1, adapter_kwargs=dict(n_steps=2 * n_steps))
+    # the final meta-policy on 20 of its training tasks: pi_[0] of a meta-test with K = 0, 20 episodes per task
+    model.policy.load_state_dict(meta_state)
+    seen = [training_tasks[i] for i in np.random.default_rng(0).choice(len(training_tasks), size=20, replace=False)]
+    training_costs = model.meta_test(tasks=seen, n_adapt_steps=0, adapter_kwargs=dict(n_steps=5 * n_steps)).costs[:, 0, 0]
+
+    cost_steps = sum(record["meta/cost_step"] for record in writer.records)
+    print(
+        f"\nSafeMetaDual: {model.meta_iterations} meta-iterations ({cost_steps} cost steps), "
+        f"{model.num_timesteps} env steps, {meta_seconds:.0f} s; joint loop {joint.meta_iterations} iterations, "
+        f"{joint.num_timesteps} steps, {joint_seconds:.0f} s; TRPO {trpo.num_timesteps} steps, {trpo_seconds:.0f} s"
+    )
+    print("mean return over 20 unseen tasks (8 episodes per policy and task), and max episode cost over tasks (d = 10)")
+    for name, report in reports.items():
+        returns, costs = report.returns.mean(axis=0), report.costs[:, :, 0].max(axis=0)
+        print(f"{name:>8}: pi_[0] {returns[0]:8.2f} (max cost {costs[0]:5.2f}), one step {returns[1]:8.2f} ({costs[1]:5.2f})")
+    print(f"meta-policy on 20 training tasks: episode cost max {training_costs.max():.2f}, mean {training_costs.mean():.2f}")
+
+    after_one_step = {name: float(report.returns[:, 1].mean()) for name, report in reports.items()}
+    assert after_one_step["meta"] > after_one_step["initial"]
+    assert after_one_step["meta"] > after_one_step["joint"]
+    assert after_one_step["meta"] > after_one_step["trpo"]
+    assert np.all(training_costs <= limit)
