@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 import torch as th
+from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import CSVOutputFormat, KVWriter, Logger
 
 import sb3_safemeta.envs  # noqa: F401  (registers the task families)
-from sb3_safemeta.common.callbacks import MetaCheckpointCallback
+from sb3_safemeta.common.callbacks import MetaCheckpointCallback, StopTrainingOnMetaIterations
 from sb3_safemeta.common.evaluation import MetaTestReport
 from sb3_safemeta.safe_meta_dual import SafeMetaDual
 
@@ -107,11 +108,11 @@ def main(argv: list[str] | None = None) -> MetaTestReport:
         f" x {args.meta_batch_size} tasks, d={cost_limit}"
     )
     start = time.time()
-    # SB3: with reset_num_timesteps=False, learn(n) runs n *more* steps; a resumed run does what was left
-    total_timesteps = args.meta_iterations * steps_per_iteration - (model.num_timesteps if args.resume else 0)
+    # the budget is in meta-iterations (a cost step uses half the steps of a meta step); the timestep
+    # bound is never the one that stops, and a resumed run stops at the same total of meta-iterations
     model.learn(
-        total_timesteps=total_timesteps,
-        callback=checkpoint,
+        total_timesteps=args.meta_iterations * steps_per_iteration,
+        callback=CallbackList([checkpoint, StopTrainingOnMetaIterations(args.meta_iterations)]),
         reset_num_timesteps=not args.resume,
         log_interval=1,
     )

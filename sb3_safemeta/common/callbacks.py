@@ -9,7 +9,7 @@ import pathlib
 
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
-__all__ = ["MetaCheckpointCallback", "MetaIterationCallback", "call_meta_iteration_end"]
+__all__ = ["MetaCheckpointCallback", "MetaIterationCallback", "StopTrainingOnMetaIterations", "call_meta_iteration_end"]
 
 
 class MetaIterationCallback(BaseCallback):
@@ -100,3 +100,24 @@ class MetaCheckpointCallback(MetaIterationCallback):
             if self.verbose:
                 print(f"checkpoint: {self.latest_path} after {iterations} meta-iterations")
         return True
+
+
+class StopTrainingOnMetaIterations(MetaIterationCallback):
+    """
+    Stop training once the model has done ``max_meta_iterations`` meta-iterations in all (counted by
+    ``model.meta_iterations``, so a resumed run stops at the same total), like SB3's
+    ``StopTrainingOnMaxEpisodes``. A cost-reducing iteration uses fewer environment steps than a meta
+    step, so a budget in meta-iterations is not a fixed number of timesteps.
+
+    :param max_meta_iterations: total meta-iterations
+    :param verbose: verbosity level
+    """
+
+    def __init__(self, max_meta_iterations: int, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        if int(max_meta_iterations) < 1:
+            raise ValueError(f"max_meta_iterations must be a positive integer, got {max_meta_iterations!r}")
+        self.max_meta_iterations = int(max_meta_iterations)
+
+    def _on_meta_iteration_end(self) -> bool:
+        return int(getattr(self.model, "meta_iterations", 0)) < self.max_meta_iterations
