@@ -130,6 +130,7 @@ class MetaTestReport:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
 
         figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
         for report in [self, *(others or [])]:
@@ -141,8 +142,11 @@ class MetaTestReport:
         right.axhline(float(self.cost_limits[:, 0].min()), color="black", linestyle="--", label="cost limit d")
         left.set(xlabel="adaptation step k", ylabel="average episode return", title="Meta-test: reward")
         right.set(xlabel="adaptation step k", ylabel="maximum episode cost", title="Meta-test: max cost over tasks")
-        left.legend(loc="lower right")
-        right.legend(loc="upper right")
+        for axis in (left, right):
+            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        left.legend(loc="lower right", fontsize="small")
+        right.set_ylim(bottom=0.0)
+        right.legend(loc="best", fontsize="small")
         figure.tight_layout()
         pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, dpi=120)
