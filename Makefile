@@ -34,6 +34,12 @@ format: install
 type: install
 	$(VENV)/bin/mypy sb3_safemeta
 
+# speed ratios measured side by side (not timed tests); see docs/modules/*.md for recorded numbers
+benchmark: install
+	$(PYTHON) benchmarks/bench_safe_adapter.py
+	$(PYTHON) benchmarks/bench_meta_iteration.py
+	$(PYTHON) benchmarks/bench_envs.py
+
 # Sphinx site from docs/ (Markdown through myst-parser); needs the [docs] extra
 doc: install
 	$(VENV)/bin/pip install --quiet -e ".[docs]"
