@@ -11,7 +11,7 @@ import torch as th
 from stable_baselines3.common.policies import ActorCriticPolicy
 
 from sb3_safemeta.common.dual import AdaptationParams
-from sb3_safemeta.common.parametric_adaptation import AdaptationBatch, parametric_safe_adapt
+from sb3_safemeta.common.parametric_adaptation import AdaptationBatch, _Surrogate, parametric_safe_adapt
 from sb3_safemeta.common.tabular import TabularCMDP, random_cmdp, safe_adapt_exact
 
 
@@ -59,13 +59,7 @@ def instance(seed: int):
     return cmdp, reference, start_cost, start_cost + rng.uniform(0, 0.01, n_costs) * start_cost
 
 
-@pytest.mark.parametrize("seed", range(8))
-def test_parametric_matches_exact(seed):
-    """
-    Tolerance: the fit runs in float32 (SB3 policies), which reaches the closed form to about 1e-4
-    in probability; u* is then within 1% (it is the root of a slack whose slope is small when the
-    constraint is nearly inactive).
-    """
+def adapt_exact_batch(seed: int, dual_solver: str = "auto"):
     cmdp, reference, start_cost, cost_limit = instance(seed)
     lambda_ = 0.3
     exact = safe_adapt_exact(cmdp, reference, lambda_, lambda_, cost_limit)
@@ -78,14 +72,72 @@ def test_parametric_matches_exact(seed):
         start_cost,
         params,
         horizon=1.0 / (1.0 - cmdp.gamma),
+        dual_solver=dual_solver,
         n_dual_steps=40,
         beta=0.5,
+        dual_tol=1e-6,  # solved to high precision: the comparison measures the fit, not the stopping rule
     )
+    return exact, result, policy
+
+
+# seed 33 (p = 2): PGD with beta = 0.5 is unstable near u* (the dual Hessian has an eigenvalue 4.1 > 2 / beta)
+@pytest.mark.parametrize("seed", [*range(8), 33])
+def test_parametric_matches_exact(seed):
+    """
+    Tolerance: the fit runs in float32 (SB3 policies) and reaches the closed form to about 1e-4 in
+    probability at worst (median 1e-6 over 100 instances); u* is then within 1% (it is the root of a
+    slack whose slope is small when the constraint is nearly inactive) and g within 1e-4 relative.
+    """
+    exact, result, policy = adapt_exact_batch(seed)
     assert np.max(np.abs(probabilities(policy, 5) - exact.policy)) <= 5e-4
     np.testing.assert_allclose(result.u, exact.u, rtol=1e-2, atol=2e-3)
     assert result.eta == pytest.approx(exact.eta, rel=1e-2)
     np.testing.assert_allclose(result.surrogate_cost, exact.surrogate_cost, rtol=1e-4)
     assert result.kl == pytest.approx(exact.kl, rel=2e-2, abs=1e-5)
+
+
+@pytest.mark.parametrize("seed", [3, 7])
+def test_pgd_matches_exact_on_two_costs(seed):
+    """Algorithm 1 itself (fixed step, 40 iterations) where it is stable; seed 7 used to miss by 0.09 in probability."""
+    exact, result, policy = adapt_exact_batch(seed, dual_solver="pgd")
+    assert np.max(np.abs(probabilities(policy, 5) - exact.policy)) <= 5e-4
+    np.testing.assert_allclose(result.u, exact.u, rtol=1e-2, atol=2e-3)
+    assert result.backtrack_fraction == 1.0
+
+
+def test_each_fit_starts_from_phi():
+    """
+    The dual solver's oracle g(pi^u) must be a function of u, not of the order in which u is visited:
+    the accepted policy is exactly the fit of pi^{u*} from phi. A network fit on finitely many samples
+    does not converge within its budget, so a fit warm-started from an earlier u would differ.
+    """
+    th.manual_seed(0)
+    n, obs_dim = 256, 3
+    observation_space = gym.spaces.Box(-1, 1, (obs_dim,))
+    policy = ActorCriticPolicy(observation_space, gym.spaces.Box(-1, 1, (2,)), lambda _: 1e-3, net_arch=[16])
+    observations = th.rand(n, obs_dim) * 2 - 1
+    with th.no_grad():
+        actions = policy.get_distribution(observations).sample()
+    batch = AdaptationBatch(
+        observations,
+        actions,
+        advantages=actions.sum(dim=1) + 0.1 * th.randn(n),
+        cost_advantages=(actions[:, :1] - observations[:, :1]) * 0.5,
+        weights=th.full((n,), 1.0 / n),
+    )
+    parameters = list(policy.parameters())
+    phi = [parameter.detach().clone() for parameter in parameters]
+    params = AdaptationParams.create(1.0, 1.0, 1.0, 0.0, 0.9, 1)
+    result = parametric_safe_adapt(policy, parameters, batch, np.array([1.0]), params, horizon=10.0, fit_steps=5)
+    assert result.u[0] > 0 and result.n_dual_iterations > 2 and result.backtrack_fraction == 1.0
+    adapted = [parameter.detach().clone() for parameter in parameters]
+
+    with th.no_grad():
+        for parameter, value in zip(parameters, phi, strict=True):
+            parameter.copy_(value)
+    _Surrogate(policy, parameters, batch, 10.0).fit(result.u, result.eta, 5)
+    for parameter, value in zip(parameters, adapted, strict=True):
+        th.testing.assert_close(parameter, value, rtol=0, atol=0)
 
 
 def test_pgd_and_bisection_agree():
@@ -104,6 +156,7 @@ def test_pgd_and_bisection_agree():
             dual_solver=solver,
             n_dual_steps=40,
             beta=0.5,
+            dual_tol=1e-6,
         )
     assert results["pgd"].u[0] > 0
     assert results["pgd"].u[0] == pytest.approx(results["bisection"].u[0], rel=1e-2)

@@ -60,12 +60,15 @@ class SafeAdapter(OnPolicyCostAlgorithm):
         single-task learner has the data to fit its critics) or ``"mc"`` (Monte-Carlo returns minus a
         per-rollout linear feature baseline, Algorithms 3-4: no critic needed, used at meta-test where
         the critic has never seen the task)
-    :param dual_solver: ``"auto"`` (bisection for one cost channel, else projected gradient descent),
-        ``"bisection"`` or ``"pgd"`` (Algorithm 1)
-    :param beta: PGD step size (u <- max(0, u - beta (d + delta - g)))
-    :param n_dual_steps: dual iterations per adaptation step
-    :param fit_steps: L-BFGS iterations per fit of pi^u
+    :param dual_solver: ``"auto"`` (``"bisection"`` for one cost channel, else ``"newton"``),
+        ``"bisection"`` (bracketing regula falsi, one cost channel), ``"newton"`` (projected Newton with a
+        finite-difference Hessian of the dual) or ``"pgd"`` (Algorithm 1, fixed step ``beta``)
+    :param beta: PGD step size (u <- max(0, u - beta (d + delta - g))); used by ``"pgd"`` only
+    :param n_dual_steps: maximum number of dual iterations per adaptation step; each is one fit of pi^u
+    :param fit_steps: L-BFGS iterations per fit of pi^u (each fit starts from the current policy)
     :param backtrack_steps: feasibility backtracking steps after the dual solve (0 disables)
+    :param dual_tol: the dual solve stops when the active constraints are within
+        ``dual_tol * max(1, cost_limit + delta_c)`` of their bound (relative; far below the sampling error)
     :param n_costs: number of cost channels p (None: from the env's ``n_costs`` attribute or ``cost_limit``)
     :param stats_window_size: window size for the rollout logging
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -99,6 +102,7 @@ class SafeAdapter(OnPolicyCostAlgorithm):
         n_dual_steps: int = 20,
         fit_steps: int = 25,
         backtrack_steps: int = 15,
+        dual_tol: float = 1e-3,
         n_costs: int | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
@@ -145,6 +149,7 @@ class SafeAdapter(OnPolicyCostAlgorithm):
         self.n_dual_steps = int(check_positive(n_dual_steps, "n_dual_steps"))
         self.fit_steps = int(check_positive(fit_steps, "fit_steps"))
         self.backtrack_steps = int(check_positive(backtrack_steps, "backtrack_steps", strict=False))
+        self.dual_tol = check_positive(dual_tol, "dual_tol")
         # u* of the last adaptation step (warm start of the next dual solve); saved in the zip
         self.dual_multipliers: np.ndarray | None = None
         if _init_setup_model:
@@ -161,7 +166,9 @@ class SafeAdapter(OnPolicyCostAlgorithm):
         if self.dual_multipliers is None or np.shape(self.dual_multipliers) != (self.n_costs,):
             self.dual_multipliers = np.zeros(self.n_costs)  # not when load() restored them
         self.critic_optimizer = self.policy.optimizer_class(  # type: ignore[call-arg]
-            self.policy.critic_parameters(), lr=self.lr_schedule(1), **self.policy.optimizer_kwargs
+            self.policy.critic_parameters(),  # type: ignore[operator]
+            lr=self.lr_schedule(1),
+            **self.policy.optimizer_kwargs,
         )
 
     def adapt(self, rollout: RolloutData) -> ParametricAdaptResult:
@@ -184,6 +191,7 @@ class SafeAdapter(OnPolicyCostAlgorithm):
             n_dual_steps=self.n_dual_steps,
             fit_steps=self.fit_steps,
             backtrack_steps=self.backtrack_steps,
+            dual_tol=self.dual_tol,
         )
         if not result.recovery:
             self.dual_multipliers = result.u  # warm start of the next step's dual
@@ -203,6 +211,7 @@ class SafeAdapter(OnPolicyCostAlgorithm):
         self.logger.record("train/eta", result.eta)
         self.logger.record("train/surrogate_objective", result.objective)
         self.logger.record("train/dual_iterations", result.n_dual_iterations)
+        self.logger.record("train/dual_converged", int(result.dual_converged))
         self.logger.record("train/backtrack_fraction", result.backtrack_fraction)
         self.logger.record("train/recovery", int(result.recovery))
         self.logger.record("train/horizon", rollout.horizon)
@@ -277,7 +286,7 @@ class SafeAdapter(OnPolicyCostAlgorithm):
         data, params, _ = load_from_zip_file(path, device=device)
         if data is None or "policy" not in (params or {}):
             raise ValueError(f"{path!s} is not an SB3 model zip with policy weights")
-        saved = {
+        saved: dict[str, Any] = {
             key: data[key]
             for key in ("cost_limit", "lambda_", "lambda_c", "delta_c", "gamma", "gae_lambda", "advantage_estimator")
             if key in data
@@ -289,7 +298,7 @@ class SafeAdapter(OnPolicyCostAlgorithm):
         adapter = cls("MlpPolicy", env, device=device, **saved)
         hint = "pass the same policy_kwargs (net_arch, activation_fn) as the saved model"
         try:
-            missing, unexpected = adapter.policy.load_state_dict(params["policy"], strict=False)
+            missing, unexpected = adapter.policy.load_state_dict(params["policy"], strict=False)  # type: ignore[arg-type]
         except RuntimeError as error:  # shape mismatches raise even with strict=False
             raise ValueError(f"{path!s}: the saved policy does not fit this SafeAdapter's network; {hint}\n{error}") from error
         if unexpected or any(not key.startswith("cost_value_net") for key in missing):
