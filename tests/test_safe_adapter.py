@@ -177,7 +177,7 @@ def _safe_start_policy(model: SafeAdapter) -> None:
 
 
 def anytime_safety_counts(
-    seed: int, n_adapt_steps: int, n_steps: int = 500, n_envs: int = 4
+    seed: int, n_adapt_steps: int, n_steps: int = 500, n_envs: int = 4, lambda_c: float = 1.0
 ) -> tuple[int, float, float, list[float]]:
     """
     Adapt a safe start on one task of the built-in family with delta = 0 and count the policies
@@ -191,7 +191,7 @@ def anytime_safety_counts(
     task.update(hazard_angle=task["goal_angle"], hazard_radius=0.4)
     env.env_method("set_task", task)
     model = SafeAdapter(
-        "MlpPolicy", env, cost_limit=3.0, lambda_=1.0, lambda_c=1.0, delta_c=0.0,
+        "MlpPolicy", env, cost_limit=3.0, lambda_=1.0, lambda_c=lambda_c, delta_c=0.0,
         n_steps=n_steps, advantage_estimator="mc", seed=seed,
     )  # fmt: skip
     _safe_start_policy(model)
@@ -218,13 +218,15 @@ def test_anytime_safety_short_chain():
 @pytest.mark.expensive
 @pytest.mark.xfail(
     reason="known gap (SafeAdapter issue): on this hardest task (hazard on the straight path, d = 3, a start with"
-    " no cost signal) 16-19 of 21 policies stay within d per seed, not 20; see docs/modules/safe_adapter.md",
+    " no cost signal) 20, 18, 18 of 21 policies stay within d for seeds 0-2, not 20; see docs/modules/safe_adapter.md",
     strict=False,
 )
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_anytime_safety_20_steps(seed):
     """The issue's check: 20 consecutive steps with delta = 0, at least 19 of 20 steps within d per seed."""
-    within, first, last, costs = anytime_safety_counts(seed=seed, n_adapt_steps=20)
+    # lambda_c in episode units: the constraint's KL term must weigh against H * E[A_c] (H = 100 here), cf. the
+    # bound of Proposition 4 that grows with the horizon; with lambda_c = 1 it is negligible (16-19 of 21)
+    within, first, last, costs = anytime_safety_counts(seed=seed, n_adapt_steps=20, lambda_c=100.0)
     print(f"seed {seed}: {within}/21 policies within d; return {first:.1f} -> {last:.1f}; costs {np.round(costs, 2).tolist()}")
     assert within >= 20  # pi_[0] plus at least 19 of the 20 adapted policies
     assert last > first
