@@ -32,15 +32,6 @@ SMALL: dict[str, Any] = dict(cost_limit=10.0, meta_batch_size=2, n_steps=100, fi
 STEPS_PER_ITERATION = SMALL["meta_batch_size"] * 2 * SMALL["n_steps"] * N_ENVS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Small MLPs on a shared 2-core machine: intra-op threads only add contention (10-100x slower forwards)."""
-    threads = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(threads)
-
-
 def make_env(seed: int = 0, n_envs: int = N_ENVS, **kwargs: Any):
     return make_vec_env(ENV_ID, n_envs=n_envs, seed=seed, **kwargs)
 
