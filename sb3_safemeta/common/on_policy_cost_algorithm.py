@@ -63,6 +63,8 @@ class OnPolicyCostAlgorithm(OnPolicyAlgorithm):
 
     rollout_buffer: CostRolloutBuffer
     policy: ActorCriticPolicy
+    # "gae" (value heads bootstrap cut episodes) or "mc" (Monte-Carlo returns, no critic); set by subclasses
+    advantage_estimator: str = "gae"
 
     def __init__(
         self,
@@ -253,12 +255,13 @@ class OnPolicyCostAlgorithm(OnPolicyAlgorithm):
             self._last_obs = new_obs  # type: ignore[assignment]
             self._last_episode_starts = dones
 
-        with th.no_grad():
-            last_tensor = obs_as_tensor(new_obs, self.device)  # type: ignore[arg-type]
-            values = self.policy.predict_values(last_tensor)
-            cost_values = self.policy.predict_cost_values(last_tensor)  # type: ignore[operator]
-        if not self._bootstraps_with_critic():  # episodes cut by the rollout's end: plain Monte-Carlo returns
-            values, cost_values = th.zeros_like(values), th.zeros_like(cost_values)
+        if self._bootstraps_with_critic():
+            with th.no_grad():
+                last_tensor = obs_as_tensor(new_obs, self.device)  # type: ignore[arg-type]
+                values = self.policy.predict_values(last_tensor)
+                cost_values = self.policy.predict_cost_values(last_tensor)  # type: ignore[operator]
+        else:  # episodes cut by the rollout's end: plain Monte-Carlo returns
+            values, cost_values = th.zeros(env.num_envs, 1), th.zeros(env.num_envs, self.n_costs)
         rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones, last_cost_values=cost_values)
         callback.update_locals(locals())
         callback.on_rollout_end()
@@ -266,7 +269,7 @@ class OnPolicyCostAlgorithm(OnPolicyAlgorithm):
 
     def _bootstraps_with_critic(self) -> bool:
         """:return: whether cut episodes are bootstrapped with the value heads (not with Monte-Carlo advantages)"""
-        return getattr(self, "advantage_estimator", "gae") == "gae"
+        return self.advantage_estimator == "gae"
 
     def _account_episodes(self, rewards: np.ndarray, costs: np.ndarray, dones: np.ndarray) -> None:
         """Accumulate undiscounted episode returns, costs and lengths per environment (before any bootstrap)."""
