@@ -15,8 +15,10 @@ the cost limit d (``--cost-limit active``, the default: an untimed fit at u = 0 
 g(pi^0) of the unconstrained step, and d = Jc + (g(pi^0) - Jc) / 2, halfway between the measured cost and
 that, so that the constraint of problem (1) binds and the dual solve runs in full instead of stopping at
 u = 0 after one fit; the policy and multipliers are restored after the calibration fit), run one adaptation
-step ``adapt`` (dual solve, fits of pi^u, feasibility backtracking), then refit the critics as ``learn()``
-does. The policies keep adapting from round to round (a meta-test chain), after one warm-up round.
+step ``adapt`` (dual solve, fits of pi^u, feasibility backtracking) for every ``--fit-scopes`` value from the
+same policy and data (``"actor"``: the whole actor fitted by L-BFGS, the default; ``"head"``: the last layer
+in closed form; each scope calibrates d with its own unconstrained step), then refit the critics as
+``learn()`` does. The policies keep adapting from round to round (a meta-test chain), after one warm-up round.
 Reported: median and best of the rounds for collection and adaptation, their ratio, and per round the
 number of fits (dual iterations), u*, the KL of the step and the backtracking fraction. Advantage
 extraction and critic refit are timed too but are not part of the ratio.
@@ -57,6 +59,13 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--dual-tol", type=float, default=None, help="SafeAdapter dual_tol (default: its default)")
     parser.add_argument("--fit-steps", type=int, default=None, help="SafeAdapter fit_steps (default: its default)")
+    parser.add_argument(
+        "--fit-scopes",
+        nargs="+",
+        default=["actor", "head"],
+        choices=["actor", "head"],
+        help="SafeAdapter fit_scope values timed side by side on the same data (the policy continues from the last)",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (after one warm-up round)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--profile", default=None, help="write a cProfile of the timed adapt() calls to this file")
@@ -90,7 +99,7 @@ def active_cost_limit(model: SafeAdapter, rollout: RolloutData) -> np.ndarray:
 
 
 def one_round(model: SafeAdapter, args: argparse.Namespace, profiler: cProfile.Profile | None) -> dict[str, Any]:
-    """Collect, extract, adapt, refit the critics: one adaptation step, timed piece by piece."""
+    """Collect, extract, adapt (once per fit scope, from the same start), refit the critics: timed piece by piece."""
     callback = model._init_callback(None)
     start = time.perf_counter()
     model.collect_rollouts(model.env, callback, model.rollout_buffer, n_rollout_steps=model.n_steps)  # type: ignore[arg-type]
@@ -100,16 +109,33 @@ def one_round(model: SafeAdapter, args: argparse.Namespace, profiler: cProfile.P
     rollout = model.rollout_data(model.advantage_estimator)
     extract = time.perf_counter() - start
 
-    model.cost_limit = (
-        active_cost_limit(model, rollout) if args.cost_limit == "active" else np.full(model.n_costs, float(args.cost_limit))
-    )
-    if profiler is not None:
-        profiler.enable()
-    start = time.perf_counter()
-    result = model.adapt(rollout)
-    adapt = time.perf_counter() - start
-    if profiler is not None:
-        profiler.disable()
+    parameters = model.policy.actor_parameters()  # type: ignore[operator]
+    phi, multipliers = parameters_to_vector(parameters).detach().clone(), model.dual_multipliers
+    per_scope = {}
+    for fit_scope in args.fit_scopes:  # the same data and start for every scope
+        vector_to_parameters(phi.clone(), parameters)
+        model.dual_multipliers, model.fit_scope = multipliers, fit_scope
+        model.cost_limit = (  # calibrated with this scope's own unconstrained step, so that it binds
+            active_cost_limit(model, rollout)
+            if args.cost_limit == "active"
+            else np.full(model.n_costs, float(args.cost_limit))
+        )
+        if profiler is not None:
+            profiler.enable()
+        start = time.perf_counter()
+        result = model.adapt(rollout)
+        adapt = time.perf_counter() - start
+        if profiler is not None:
+            profiler.disable()
+        per_scope[fit_scope] = dict(
+            adapt=adapt,
+            fits=result.n_dual_iterations,
+            converged=result.dual_converged,
+            u=float(result.u[0]),
+            kl=result.kl,
+            backtrack=result.backtrack_fraction,
+            recovery=result.recovery,
+        )
 
     start = time.perf_counter()
     model.train_critics(model.n_critic_epochs, model.batch_size, model.critic_optimizer)
@@ -117,16 +143,10 @@ def one_round(model: SafeAdapter, args: argparse.Namespace, profiler: cProfile.P
     return dict(
         collect=collect,
         extract=extract,
-        adapt=adapt,
         critics=critics,
         samples=len(rollout.advantages),
         episodes=rollout.n_episodes,
-        fits=result.n_dual_iterations,
-        converged=result.dual_converged,
-        u=float(result.u[0]),
-        kl=result.kl,
-        backtrack=result.backtrack_fraction,
-        recovery=result.recovery,
+        scopes=per_scope,
     )
 
 
@@ -150,29 +170,33 @@ def main() -> None:
             record = one_round(model, args, profiler if round_index > 0 else None)
             label = "warm-up" if round_index == 0 else f"round {round_index}"
             print(
-                f"{env_id:>27} {label:>8}: collect {record['collect']:6.2f} s, adapt {record['adapt']:6.2f} s "
-                f"(ratio {record['adapt'] / record['collect']:.3f}; {record['fits']} fits"
-                f"{'' if record['converged'] else ' (not converged)'}, u {record['u']:.3g}, "
-                f"KL {record['kl']:.4f}, backtrack {record['backtrack']:.2f}{', recovery' if record['recovery'] else ''}), "
-                f"extract {record['extract']:.2f} s, critics {record['critics']:.2f} s, "
-                f"{record['samples']} samples / {record['episodes']} episodes"
+                f"{env_id:>27} {label:>8}: collect {record['collect']:6.2f} s, extract {record['extract']:.2f} s, "
+                f"critics {record['critics']:.2f} s, {record['samples']} samples / {record['episodes']} episodes"
             )
+            for fit_scope, step in record["scopes"].items():
+                print(
+                    f"{'':>37} fit_scope={fit_scope:<5}: adapt {step['adapt']:6.3f} s "
+                    f"(ratio {step['adapt'] / record['collect']:.3f}; {step['fits']} fits"
+                    f"{'' if step['converged'] else ' (not converged)'}, u {step['u']:.3g}, "
+                    f"KL {step['kl']:.4f}, backtrack {step['backtrack']:.2f}{', recovery' if step['recovery'] else ''})"
+                )
             if round_index > 0:
                 rounds[env_id].append(record)
 
     print("\nsummary (timed rounds; ratio = adapt / collect, goal <= 0.10)")
     for env_id, records in rounds.items():
         collect = [record["collect"] for record in records]
-        adapt = [record["adapt"] for record in records]
-        ratios = [record["adapt"] / record["collect"] for record in records]
-        fits = [record["fits"] for record in records]
-        print(
-            f"{env_id:>27}: collect median {statistics.median(collect):.2f} s (best {min(collect):.2f}), "
-            f"adapt median {statistics.median(adapt):.2f} s (best {min(adapt):.2f}), "
-            f"ratio of medians {statistics.median(adapt) / statistics.median(collect):.3f} "
-            f"(per-round median {statistics.median(ratios):.3f}, range {min(ratios):.3f}-{max(ratios):.3f}), "
-            f"fits per step median {statistics.median(fits):g}"
-        )
+        print(f"{env_id:>27}: collect median {statistics.median(collect):.2f} s (best {min(collect):.2f})")
+        for fit_scope in args.fit_scopes:
+            adapt = [record["scopes"][fit_scope]["adapt"] for record in records]
+            ratios = [record["scopes"][fit_scope]["adapt"] / record["collect"] for record in records]
+            fits = [record["scopes"][fit_scope]["fits"] for record in records]
+            print(
+                f"{'':>27}  fit_scope={fit_scope:<5}: adapt median {statistics.median(adapt):.3f} s "
+                f"(best {min(adapt):.3f}), ratio of medians {statistics.median(adapt) / statistics.median(collect):.3f} "
+                f"(per-round median {statistics.median(ratios):.3f}, range {min(ratios):.3f}-{max(ratios):.3f}), "
+                f"fits per step median {statistics.median(fits):g}"
+            )
     if profiler is not None:
         profiler.dump_stats(args.profile)
         print(f"profile of the timed adapt() calls written to {args.profile}")

@@ -7,10 +7,12 @@ advantages and the exact visitation as sample weights, a categorical policy over
 import gymnasium as gym
 import numpy as np
 import pytest
+import scipy.optimize
 import torch as th
 from stable_baselines3.common.policies import ActorCriticPolicy
 
 from sb3_safemeta.common.dual import AdaptationParams
+from sb3_safemeta.common.head_fit import actor_latent, fit_head, head_parameters
 from sb3_safemeta.common.parametric_adaptation import AdaptationBatch, _Surrogate, parametric_safe_adapt
 from sb3_safemeta.common.tabular import TabularCMDP, random_cmdp, safe_adapt_exact
 
@@ -59,7 +61,7 @@ def instance(seed: int):
     return cmdp, reference, start_cost, start_cost + rng.uniform(0, 0.01, n_costs) * start_cost
 
 
-def adapt_exact_batch(seed: int, dual_solver: str = "auto"):
+def adapt_exact_batch(seed: int, dual_solver: str = "auto", fit_scope: str = "actor"):
     cmdp, reference, start_cost, cost_limit = instance(seed)
     lambda_ = 0.3
     exact = safe_adapt_exact(cmdp, reference, lambda_, lambda_, cost_limit)
@@ -76,19 +78,23 @@ def adapt_exact_batch(seed: int, dual_solver: str = "auto"):
         n_dual_steps=40,
         beta=0.5,
         dual_tol=1e-6,  # solved to high precision: the comparison measures the fit, not the stopping rule
+        fit_scope=fit_scope,
     )
     return exact, result, policy
 
 
 # seed 33 (p = 2): PGD with beta = 0.5 is unstable near u* (the dual Hessian has an eigenvalue 4.1 > 2 / beta)
+@pytest.mark.parametrize("fit_scope", ["actor", "head"])
 @pytest.mark.parametrize("seed", [*range(8), 33])
-def test_parametric_matches_exact(seed):
+def test_parametric_matches_exact(seed, fit_scope):
     """
     Tolerance: the fit runs in float32 (SB3 policies) and reaches the closed form to about 1e-4 in
     probability at worst (median 1e-6 over 100 instances); u* is then within 1% (it is the root of a
     slack whose slope is small when the constraint is nearly inactive) and g within 1e-4 relative.
+    With one-hot observations and no hidden layer the head is the whole actor, so ``fit_scope="head"``
+    (L-BFGS on the cached latent features for a categorical policy) must land on the same closed form.
     """
-    exact, result, policy = adapt_exact_batch(seed)
+    exact, result, policy = adapt_exact_batch(seed, fit_scope=fit_scope)
     assert np.max(np.abs(probabilities(policy, 5) - exact.policy)) <= 5e-4
     np.testing.assert_allclose(result.u, exact.u, rtol=1e-2, atol=2e-3)
     assert result.eta == pytest.approx(exact.eta, rel=1e-2)
@@ -188,3 +194,94 @@ def test_horizon_must_match_gamma():
     policy = tabular_policy(reference)
     with pytest.raises(ValueError, match="horizon"):
         parametric_safe_adapt(policy, list(policy.parameters()), exact_batch(cmdp, reference), start_cost, params, 50.0)
+
+
+def gaussian_head_problem(seed: int, n: int = 1000):
+    """A Gaussian policy with one hidden layer of 8 units, its samples and random sample weights summing to one."""
+    th.manual_seed(seed)
+    policy = ActorCriticPolicy(gym.spaces.Box(-1, 1, (3,)), gym.spaces.Box(-1, 1, (2,)), lambda _: 1e-3, net_arch=[8])
+    observations = th.rand(n, 3) * 2 - 1
+    with th.no_grad():
+        actions = policy.get_distribution(observations).sample()
+    weights = th.softmax(0.5 * th.randn(n, dtype=th.float64) + actions.double().sum(dim=1), dim=0)
+    return policy, observations, actions, weights
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_gaussian_head_closed_form_is_the_weighted_maximum_likelihood(seed):
+    """
+    Oracle: SciPy's BFGS on the weighted Gaussian negative log-likelihood of (W, b, log_std) written in
+    NumPy, with the latent features held fixed. The closed form must reach the same optimum (1e-5) and
+    move no parameter below the head.
+    """
+    policy, observations, actions, weights = gaussian_head_problem(seed)
+    latent = actor_latent(policy, observations).double().numpy()
+    targets, w = actions.double().numpy(), weights.numpy()
+    n_latent, n_actions = latent.shape[1], targets.shape[1]
+
+    def negative_log_likelihood(x: np.ndarray) -> float:
+        weight = x[: n_latent * n_actions].reshape(n_actions, n_latent)
+        bias = x[n_latent * n_actions : -n_actions]
+        log_std = x[-n_actions:]
+        residuals = targets - latent @ weight.T - bias
+        return float(np.sum(w[:, None] * (0.5 * residuals**2 * np.exp(-2 * log_std) + log_std)))
+
+    start = np.concatenate(
+        [policy.action_net.weight.detach().double().numpy().ravel(), np.zeros(n_actions), np.zeros(n_actions)]
+    )
+    oracle = scipy.optimize.minimize(negative_log_likelihood, start, method="BFGS", options=dict(gtol=1e-10, maxiter=10_000))
+    body = [parameter.detach().clone() for parameter in policy.mlp_extractor.policy_net.parameters()]
+
+    fit_head(policy, actor_latent(policy, observations), actions, weights, max_iter=1)
+    fitted = np.concatenate(
+        [
+            policy.action_net.weight.detach().double().numpy().ravel(),
+            policy.action_net.bias.detach().double().numpy(),
+            policy.log_std.detach().double().numpy(),
+        ]
+    )
+    assert negative_log_likelihood(fitted) <= oracle.fun + 1e-6  # the head is stored in float32
+    # the same distribution (the parameters themselves are ill-conditioned: tanh features are nearly collinear)
+    oracle_means = (
+        latent @ oracle.x[: n_latent * n_actions].reshape(n_actions, n_latent).T + oracle.x[n_latent * n_actions : -n_actions]
+    )
+    fitted_means = (
+        latent @ fitted[: n_latent * n_actions].reshape(n_actions, n_latent).T + fitted[n_latent * n_actions : -n_actions]
+    )
+    np.testing.assert_allclose(fitted_means, oracle_means, atol=1e-4)
+    np.testing.assert_allclose(fitted[-n_actions:], oracle.x[-n_actions:], atol=1e-5)
+    for parameter, before in zip(policy.mlp_extractor.policy_net.parameters(), body, strict=True):
+        th.testing.assert_close(parameter, before, rtol=0, atol=0)
+
+
+def test_head_scope_adapts_only_the_last_layer_and_stays_feasible():
+    policy, observations, actions, _ = gaussian_head_problem(2)
+    n = len(actions)
+    batch = AdaptationBatch(
+        observations,
+        actions,
+        advantages=actions.sum(dim=1) - actions.sum(dim=1).mean(),
+        cost_advantages=(actions[:, :1] - actions[:, :1].mean()) * 0.5,
+        weights=th.full((n,), 1.0 / n),
+    )
+    body = [parameter.detach().clone() for parameter in policy.mlp_extractor.policy_net.parameters()]
+    head = [parameter.detach().clone() for parameter in head_parameters(policy)]
+    params = AdaptationParams.create(1.0, 1.0, 1.0, 0.0, 0.9, 1)
+    result = parametric_safe_adapt(
+        policy, list(policy.parameters()), batch, np.array([0.9]), params, horizon=10.0, fit_scope="head"
+    )
+    assert result.u[0] > 0 and result.kl > 0  # the constraint binds and the policy moved
+    assert result.surrogate_cost[0] <= 1.0 + 1e-3
+    for parameter, before in zip(policy.mlp_extractor.policy_net.parameters(), body, strict=True):
+        th.testing.assert_close(parameter, before, rtol=0, atol=0)
+    assert any(not th.equal(parameter, before) for parameter, before in zip(head_parameters(policy), head, strict=True))
+
+
+def test_unknown_fit_scope_is_rejected():
+    cmdp, reference, start_cost, cost_limit = instance(0)
+    params = AdaptationParams.create(0.3, 0.3, cost_limit, 0.0, cmdp.gamma, 1)
+    policy = tabular_policy(reference)
+    with pytest.raises(ValueError, match="fit_scope"):
+        parametric_safe_adapt(
+            policy, list(policy.parameters()), exact_batch(cmdp, reference), start_cost, params, 10.0, fit_scope="body"
+        )

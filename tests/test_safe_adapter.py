@@ -131,6 +131,7 @@ def test_load_rejects_a_corrupt_zip(tmp_path):
         (dict(cost_limit=-1.0), "cost_limit"),
         (dict(beta=0.0), "beta"),
         (dict(dual_tol=0.0), "dual_tol"),
+        (dict(fit_scope="body"), "fit_scope"),
         (dict(advantage_estimator="td"), "advantage_estimator"),
     ],
 )

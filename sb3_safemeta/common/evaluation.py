@@ -1,7 +1,11 @@
 """
-The anytime-safety report of meta-test (Section 5.1; Figure 1, columns 3-4 of the paper): for each
-adaptation step k = 0..K, the average episode reward over tasks and the MAXIMUM episode cost over
-tasks against the limit d. "Anytime safety" means every explored policy, pi_[0] included, is within d.
+Evaluation with costs:
+
+- :func:`evaluate_policy_cost`: SB3's ``evaluate_policy`` that also sums ``info["cost"]`` per episode;
+- :class:`MetaTestReport`: the anytime-safety report of meta-test (Section 5.1; Figure 1, columns 3-4 of
+  the paper): for each adaptation step k = 0..K, the average episode reward over tasks and the MAXIMUM
+  episode cost over tasks against the limit d. "Anytime safety" means every explored policy, pi_[0]
+  included, is within d.
 """
 
 from __future__ import annotations
@@ -13,8 +17,46 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.type_aliases import PolicyPredictor
+from stable_baselines3.common.vec_env import VecEnv
 
-__all__ = ["MetaTestReport"]
+__all__ = ["MetaTestReport", "evaluate_policy_cost"]
+
+
+def evaluate_policy_cost(
+    model: PolicyPredictor, env: VecEnv, n_eval_episodes: int = 10, n_costs: int = 1, deterministic: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Run ``n_eval_episodes`` episodes with SB3's ``evaluate_policy`` (the same episodes, split evenly over the
+    environments so that short episodes are not over-represented) and sum ``info["cost"]`` over each.
+
+    :param model: anything with SB3's ``predict`` (an algorithm or a policy)
+    :param env: a VecEnv reporting ``info["cost"]`` (a float or ``n_costs`` values) at every step
+    :param n_eval_episodes: number of episodes
+    :param n_costs: number of cost channels p
+    :param deterministic: act with the mode of the policy (``False`` evaluates the exploring policy itself,
+        the one anytime safety is about)
+    :return: episode returns (n_eval_episodes,) and episode costs (n_eval_episodes, p), undiscounted
+    """
+    running = np.zeros((env.num_envs, n_costs))
+    episode_costs: list[np.ndarray] = []
+
+    def add_cost(local: dict[str, Any], _: dict[str, Any]) -> None:
+        # evaluate_policy calls this for every env still counting episodes, before it records a finished one
+        index, info = local["i"], local["info"]
+        if "cost" not in info:
+            raise ValueError(f"environment {index} did not report info['cost']; evaluate_policy_cost needs it at every step")
+        running[index] += np.broadcast_to(np.asarray(info["cost"], dtype=np.float64), (n_costs,))
+        # the test evaluate_policy applies: under a Monitor, a "done" without "episode" (a lost life) does not end it
+        if local["done"] and (not local["is_monitor_wrapped"] or "episode" in info):
+            episode_costs.append(running[index].copy())
+            running[index] = 0.0
+
+    returns, _ = evaluate_policy(
+        model, env, n_eval_episodes, deterministic=deterministic, return_episode_rewards=True, callback=add_cost, warn=False
+    )
+    return np.asarray(returns, dtype=np.float64), np.asarray(episode_costs).reshape(len(episode_costs), n_costs)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 
 from sb3_safemeta.common.dual import AdaptationParams
 from sb3_safemeta.common.on_policy_cost_algorithm import OnPolicyCostAlgorithm
-from sb3_safemeta.common.parametric_adaptation import ParametricAdaptResult, adapt_on_rollout
+from sb3_safemeta.common.parametric_adaptation import FIT_SCOPES, ParametricAdaptResult, adapt_on_rollout
 from sb3_safemeta.common.rollout_data import ADVANTAGE_ESTIMATORS, RolloutData
 from sb3_safemeta.common.validation import check_positive
 from sb3_safemeta.safe_adapter.policies import MlpPolicy
@@ -66,6 +66,9 @@ class SafeAdapter(OnPolicyCostAlgorithm):
     :param beta: PGD step size (u <- max(0, u - beta (d + delta - g))); used by ``"pgd"`` only
     :param n_dual_steps: maximum number of dual iterations per adaptation step; each is one fit of pi^u
     :param fit_steps: L-BFGS iterations per fit of pi^u (each fit starts from the current policy)
+    :param fit_scope: the parameters that represent pi^u: ``"actor"`` (all of the actor, Appendix E.2) or
+        ``"head"`` (its last layer on the current features; exact and ~100x faster for Gaussian policies, for
+        adapting a meta-trained policy whose features already fit the task family)
     :param backtrack_steps: feasibility backtracking steps after the dual solve (0 disables)
     :param dual_tol: the dual solve stops when the active constraints are within
         ``dual_tol * max(1, cost_limit + delta_c)`` of their bound (relative; far below the sampling error)
@@ -101,6 +104,7 @@ class SafeAdapter(OnPolicyCostAlgorithm):
         beta: float = 1.0,
         n_dual_steps: int = 20,
         fit_steps: int = 25,
+        fit_scope: str = "actor",
         backtrack_steps: int = 15,
         dual_tol: float = 1e-3,
         n_costs: int | None = None,
@@ -148,6 +152,9 @@ class SafeAdapter(OnPolicyCostAlgorithm):
         self.beta = check_positive(beta, "beta")
         self.n_dual_steps = int(check_positive(n_dual_steps, "n_dual_steps"))
         self.fit_steps = int(check_positive(fit_steps, "fit_steps"))
+        if fit_scope not in FIT_SCOPES:
+            raise ValueError(f"fit_scope must be one of {FIT_SCOPES}, got {fit_scope!r}")
+        self.fit_scope = fit_scope
         self.backtrack_steps = int(check_positive(backtrack_steps, "backtrack_steps", strict=False))
         self.dual_tol = check_positive(dual_tol, "dual_tol")
         # u* of the last adaptation step (warm start of the next dual solve); saved in the zip
@@ -190,6 +197,7 @@ class SafeAdapter(OnPolicyCostAlgorithm):
             beta=self.beta,
             n_dual_steps=self.n_dual_steps,
             fit_steps=self.fit_steps,
+            fit_scope=self.fit_scope,
             backtrack_steps=self.backtrack_steps,
             dual_tol=self.dual_tol,
         )

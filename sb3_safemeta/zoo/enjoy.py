@@ -21,8 +21,8 @@ from huggingface_sb3 import EnvironmentName
 from rl_zoo3.utils import get_model_path
 from stable_baselines3.common.env_util import make_vec_env
 
+from sb3_safemeta.common.evaluation import evaluate_policy_cost
 from sb3_safemeta.safe_meta_dual import SafeMetaDual
-from sb3_safemeta.zoo.exp_manager import run_episodes
 from sb3_safemeta.zoo.registration import SAFEMETA_ALGOS
 
 
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     env = make_vec_env(args.env.gym_id, n_envs=1, seed=args.seed)
     model = SAFEMETA_ALGOS[args.algo].load(model_path, env=env, device=args.device)
     print(f"Loaded {model_path}")
-    returns, costs = run_episodes(model, env, args.n_episodes)
+    returns, costs = evaluate_policy_cost(model, env, args.n_episodes, n_costs=int(getattr(model, "n_costs", 1)))
     limit = np.asarray(model.cost_limit, dtype=np.float64)
     summary = f"return {returns.mean():.2f} +/- {returns.std():.2f}, episode cost max {costs.max():.2f} (d = {limit})"
     print(f"{args.n_episodes} episodes: {summary}")

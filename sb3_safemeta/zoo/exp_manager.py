@@ -40,10 +40,9 @@ from optuna.trial import TrialState
 from rl_zoo3.exp_manager import ExperimentManager
 from rl_zoo3.hyperparams_opt import HYPERPARAMS_SAMPLER
 from rl_zoo3.utils import ALGOS
-from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.vec_env import VecEnv
 
+from sb3_safemeta.common.evaluation import evaluate_policy_cost
 from sb3_safemeta.zoo.registration import SAFEMETA_ALGOS, finish_deferred_registration, hyperparams_path
 
 # paper Section 5.1 / Appendix D.2: 20 unseen tasks, 20 adaptation steps each
@@ -73,27 +72,6 @@ class EpisodeCostTracker(BaseCallback):
         if buffer:
             latest = np.max(np.asarray(buffer), axis=0)
             self.max_cost = latest if self.max_cost is None else np.maximum(self.max_cost, latest)
-
-
-def run_episodes(model: BaseAlgorithm, env: VecEnv, n_episodes: int) -> tuple[np.ndarray, np.ndarray]:
-    """
-    :return: returns (n_episodes,) and episode costs (n_episodes, p) of deterministic episodes
-    """
-    returns: list[float] = []
-    costs: list[np.ndarray] = []
-    n_costs = int(getattr(model, "n_costs", 1))
-    running_return, running_cost = np.zeros(env.num_envs), np.zeros((env.num_envs, n_costs))
-    obs = env.reset()
-    while len(returns) < n_episodes:
-        action, _ = model.predict(obs, deterministic=True)  # type: ignore[arg-type]
-        obs, rewards, dones, infos = env.step(action)
-        running_return += rewards
-        running_cost += np.array([np.broadcast_to(np.asarray(info["cost"], dtype=float), (n_costs,)) for info in infos])
-        for index in np.flatnonzero(dones):
-            returns.append(running_return[index])
-            costs.append(running_cost[index].copy())
-            running_return[index], running_cost[index] = 0.0, 0.0
-    return np.asarray(returns[:n_episodes]), np.asarray(costs[:n_episodes])
 
 
 def write_trials_csv(study: optuna.Study, path: str) -> None:
@@ -218,7 +196,8 @@ class SafeMetaExperimentManager(ExperimentManager):
         else:
             eval_env = self.create_envs(n_envs=self.n_eval_envs, eval_env=True)
             try:
-                returns, costs = run_episodes(model, eval_env, self.n_eval_episodes)
+                n_costs = int(getattr(model, "n_costs", 1))
+                returns, costs = evaluate_policy_cost(model, eval_env, self.n_eval_episodes, n_costs=n_costs)
             finally:
                 eval_env.close()
             cost_limit = np.broadcast_to(np.asarray(model.cost_limit, dtype=float), (model.n_costs,))
