@@ -10,6 +10,7 @@ from stable_baselines3.common.env_util import make_vec_env
 
 import sb3_safemeta.envs  # noqa: F401
 from sb3_safemeta import SafeAdapter
+from sb3_safemeta.common.evaluation import evaluate_policy_cost
 from sb3_safemeta.common.rollout_data import RolloutData
 
 ENV_ID = "SafeMetaPointNav-v0"
@@ -178,27 +179,38 @@ def _safe_start_policy(model: SafeAdapter) -> None:
 
 
 def anytime_safety_counts(
-    seed: int, n_adapt_steps: int, n_steps: int = 500, n_envs: int = 4, lambda_c: float = 1.0
-) -> tuple[int, float, float, list[float]]:
+    seed: int, n_adapt_steps: int, n_steps: int = 500, n_envs: int = 4, lambda_c: float = 1.0, n_eval_episodes: int = 0
+) -> tuple[int, float, float, list[float], list[float]]:
     """
     Adapt a safe start on one task of the built-in family with delta = 0 and count the policies
     (pi_[0] included) whose measured mean episode cost is within d.
 
-    :return: (policies within d, return of pi_[0], return of pi_[K], mean episode cost of every policy)
+    :param n_eval_episodes: if > 0, also measure every policy on this many independent episodes
+        (stochastic actions: the exploring policy itself), a far smaller standard error than its rollout's
+    :return: (policies within d by their rollouts, return of pi_[0], return of pi_[K], mean episode cost of
+        every policy's rollout, mean episode cost of every policy on the independent episodes)
     """
     env = make_vec_env(ENV_ID, n_envs=n_envs, seed=seed)
     task = env.env_method("sample_tasks", 1, seed, indices=[0])[0][0]
     # the hardest tasks: the hazard sits on the straight path to the goal
     task.update(hazard_angle=task["goal_angle"], hazard_radius=0.4)
     env.env_method("set_task", task)
+    eval_env = make_vec_env(ENV_ID, n_envs=10, seed=seed + 1000)
+    eval_env.env_method("set_task", task)
     model = SafeAdapter(
         "MlpPolicy", env, cost_limit=3.0, lambda_=1.0, lambda_c=lambda_c, delta_c=0.0,
         n_steps=n_steps, advantage_estimator="mc", seed=seed,
     )  # fmt: skip
     _safe_start_policy(model)
-    rollouts: list[RolloutData] = list(model.adaptation_chain(n_adapt_steps))
+    rollouts: list[RolloutData] = []
+    evaluated: list[float] = []
+    for rollout in model.adaptation_chain(n_adapt_steps):
+        rollouts.append(rollout)
+        if n_eval_episodes > 0:
+            _, eval_costs = evaluate_policy_cost(model, eval_env, n_eval_episodes, deterministic=False)
+            evaluated.append(float(eval_costs.mean()))
     costs = np.array([rollout.episode_cost[0] for rollout in rollouts])
-    return int(np.sum(costs <= 3.0)), rollouts[0].episode_return, rollouts[-1].episode_return, costs.tolist()
+    return int(np.sum(costs <= 3.0)), rollouts[0].episode_return, rollouts[-1].episode_return, costs.tolist(), evaluated
 
 
 def test_anytime_safety_short_chain():
@@ -210,24 +222,36 @@ def test_anytime_safety_short_chain():
     floating-point details (torch threads: conftest sets 1). Over seeds 0-7 of this configuration 5 keep
     every policy within d (seeds 0, 1, 7 reach 5.4, 6.4, 10.9), 6 improve the return, 3 do both.
     """
-    within, first, last, costs = anytime_safety_counts(seed=2, n_adapt_steps=5, n_steps=125, n_envs=8)
+    within, first, last, costs, _ = anytime_safety_counts(seed=2, n_adapt_steps=5, n_steps=125, n_envs=8)
     assert within == 6, costs
     assert max(costs) > 0.0  # the hazard was met: the safety check is not vacuous
     assert last > first + 10.0
 
 
 @pytest.mark.expensive
-@pytest.mark.xfail(
-    reason="known gap (SafeAdapter issue): on this hardest task (hazard on the straight path, d = 3, a start with"
-    " no cost signal) 20, 18, 18 of 21 policies stay within d for seeds 0-2, not 20; see docs/modules/safe_adapter.md",
-    strict=False,
-)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_anytime_safety_20_steps(seed):
-    """The issue's check: 20 consecutive steps with delta = 0, at least 19 of 20 steps within d per seed."""
-    # lambda_c in episode units: the constraint's KL term must weigh against H * E[A_c] (H = 100 here), cf. the
-    # bound of Proposition 4 that grows with the horizon; with lambda_c = 1 it is negligible (16-19 of 21)
-    within, first, last, costs = anytime_safety_counts(seed=seed, n_adapt_steps=20, lambda_c=100.0)
-    print(f"seed {seed}: {within}/21 policies within d; return {first:.1f} -> {last:.1f}; costs {np.round(costs, 2).tolist()}")
+    """
+    The issue's check: 20 consecutive steps with delta = 0 from a safe start, at least 19 of the 20 adapted
+    policies within d per seed (pi_[0] is within d as well), and the return improves. "Within d" is judged on
+    each policy's own rollout (20 episodes: what the algorithm sees) and, as a measurement of the policy's
+    expected cost, on 200 independent episodes.
+
+    lambda_c in episode units: the KL term of the constraint has to stand for the shift of the state
+    distribution over an H = 100-step episode, which Proposition 4's bound on lambda_c makes grow like
+    1 / (1 - gamma)^2 = H^2. Measured on this task (see docs/modules/safe_adapter.md): lambda_c = 1, 100, 200,
+    400 leave a violating step on some seed (the first step from a start whose rollout never met the hazard
+    moves into it); lambda_c = 500 does not.
+    """
+    within, first, last, costs, evaluated = anytime_safety_counts(
+        seed=seed, n_adapt_steps=20, lambda_c=500.0, n_eval_episodes=200
+    )
+    print(
+        f"seed {seed}: {within}/21 policies within d by their rollouts, {sum(c <= 3.0 for c in evaluated)}/21 on "
+        f"200 episodes; return {first:.1f} -> {last:.1f}; rollout costs {np.round(costs, 2).tolist()}; "
+        f"200-episode costs {np.round(evaluated, 2).tolist()}"
+    )
+    assert costs[0] <= 3.0 and evaluated[0] <= 3.0  # a safe start
     assert within >= 20  # pi_[0] plus at least 19 of the 20 adapted policies
+    assert sum(c <= 3.0 for c in evaluated) >= 20
     assert last > first

@@ -33,6 +33,7 @@ def actor_latent(policy: ActorCriticPolicy, observations: th.Tensor) -> th.Tenso
     """:return: the actor's last hidden layer for ``observations`` (the input of ``action_net``), without gradient"""
     with th.no_grad():
         features = policy.extract_features(observations, policy.pi_features_extractor)
+        assert isinstance(features, th.Tensor)  # one extractor given: one tensor
         return policy.mlp_extractor.forward_actor(features)
 
 

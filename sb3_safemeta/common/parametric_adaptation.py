@@ -150,7 +150,7 @@ class _Surrogate:
             self.old_log_prob = old.log_prob(batch.actions)
             # keep the torch distribution itself: SB3's Distribution wrapper is reused (and
             # overwritten) by every later get_distribution call of the same policy
-            self.old_distribution = old.distribution
+            self.old_distribution: th.distributions.Distribution = old.distribution  # type: ignore[assignment]
 
     def distribution(self) -> Distribution:
         """:return: pi_theta on the batch's states (from the cached latent features when fitting the head)"""

@@ -35,6 +35,8 @@ class RolloutData:
     episode_returns        (n_episodes,)       float64    undiscounted returns of completed episodes
     episode_costs          (n_episodes, p)     float64    undiscounted costs of completed episodes
     episode_lengths        (n_episodes,)       float64    lengths of completed episodes
+    episode_ids            (n,)                int64      episode of every sample (0, 1, ...; the
+                                                          samples of one episode in time order)
     =====================  ==================  =========  ======================================
 
     :param observations: see table
@@ -44,6 +46,7 @@ class RolloutData:
     :param episode_returns: see table
     :param episode_costs: see table
     :param episode_lengths: see table
+    :param episode_ids: see table; episodes cut by the rollout's start or end count as episodes
     """
 
     observations: np.ndarray
@@ -53,6 +56,7 @@ class RolloutData:
     episode_returns: np.ndarray
     episode_costs: np.ndarray
     episode_lengths: np.ndarray
+    episode_ids: np.ndarray
 
     @classmethod
     def from_buffer(
@@ -97,6 +101,9 @@ class RolloutData:
             )
             fitted = linear_baseline_advantages(targets, observations, time_steps)
             advantages, cost_advantages = fitted[:, 0], fitted[:, 1:]
+        # an episode per (env, number of episode starts so far): the same flattening as the samples
+        started = np.cumsum(buffer.episode_starts > 0, axis=0) + (buffer.buffer_size + 1) * np.arange(buffer.n_envs)
+        episode_ids = np.unique(started.reshape(n_samples), return_inverse=True)[1].astype(np.int64)
         if not np.all(np.isfinite(advantages)) or not np.all(np.isfinite(cost_advantages)):
             raise ValueError("NaN or infinite advantages: check the rewards, the costs and the value estimates")
         return cls(
@@ -107,6 +114,7 @@ class RolloutData:
             episode_returns=np.asarray(episode_returns, dtype=np.float64),
             episode_costs=np.asarray(episode_costs, dtype=np.float64).reshape(len(episode_costs), n_costs),
             episode_lengths=np.asarray(episode_lengths, dtype=np.float64),
+            episode_ids=episode_ids,
         )
 
     @property

@@ -18,9 +18,9 @@ from stable_baselines3.common.utils import safe_mean, set_random_seed
 from sb3_safemeta.common.callbacks import call_meta_iteration_end
 from sb3_safemeta.common.dual import AdaptationParams
 from sb3_safemeta.common.evaluation import MetaTestReport
-from sb3_safemeta.common.meta_gradient import ImportanceWeightedSurrogate, MeanKL
+from sb3_safemeta.common.meta_gradient import ImportanceWeightedSurrogate, MeanKL, eq6_weights, penalised_advantages
 from sb3_safemeta.common.on_policy_cost_algorithm import OnPolicyCostAlgorithm
-from sb3_safemeta.common.parametric_adaptation import adapt_on_rollout
+from sb3_safemeta.common.parametric_adaptation import ParametricAdaptResult, adapt_on_rollout
 from sb3_safemeta.common.rollout_data import ADVANTAGE_ESTIMATORS, RolloutData
 from sb3_safemeta.common.tasks import Task, check_task_distribution, task_cost_limit
 from sb3_safemeta.common.trust_region import TrustRegionResult, trust_region_step
@@ -30,6 +30,7 @@ from sb3_safemeta.safe_meta_dual.policies import MlpPolicy
 SelfSafeMetaDual = TypeVar("SelfSafeMetaDual", bound="SafeMetaDual")
 
 CRPO_RULES = ("any", "mean")
+META_GRADIENTS = ("alg4", "eq6")
 # states kept for the Fisher / KL of the trust region (subsampled beyond this, for speed)
 _MAX_TRUST_REGION_STATES = 10_000
 
@@ -77,6 +78,13 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
     :param advantage_estimator: ``"mc"`` (default, Algorithms 3-4: Monte-Carlo returns and a per-task
         linear baseline, since one critic for all tasks cannot know which task it is in) or ``"gae"``
     :param crpo_rule: ``"any"`` or ``"mean"`` (see above)
+    :param meta_gradient: ``"alg4"`` (default): Algorithm 4 line 7, E_{pi^tau}[grad_phi log pi_phi A^{pi^tau}];
+        ``"eq6"``: the fuller eq. (6), which adds the eta^-1 grad_phi Qbar term (the change of pi_phi's
+        penalised action values with phi), estimated from the same adapted rollouts by reweighting the samples
+        (see :func:`~sb3_safemeta.common.meta_gradient.eq6_weights`: pi_phi's continuation and advantages are
+        approximated by the adapted policy's own rollout); no second derivative either way. Experimental: with
+        advantages estimated from the same trajectories (``"mc"``, ``"gae"``) the eq. (6) weights are biased
+        (double sampling) and, on SafeMetaPointNav-v0, made meta-training worse than ``"alg4"``
     :param dual_solver: dual solver of A^s (see :class:`~sb3_safemeta.SafeAdapter`)
     :param beta: PGD step size of the dual
     :param n_dual_steps: dual iterations of A^s
@@ -118,6 +126,7 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
         gae_lambda: float = 0.95,
         advantage_estimator: str = "mc",
         crpo_rule: str = "any",
+        meta_gradient: str = "alg4",
         dual_solver: str = "auto",
         beta: float = 1.0,
         n_dual_steps: int = 15,
@@ -159,6 +168,8 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
             raise ValueError(f"advantage_estimator must be one of {ADVANTAGE_ESTIMATORS}, got {advantage_estimator!r}")
         if crpo_rule not in CRPO_RULES:
             raise ValueError(f"crpo_rule must be one of {CRPO_RULES}, got {crpo_rule!r}")
+        if meta_gradient not in META_GRADIENTS:
+            raise ValueError(f"meta_gradient must be one of {META_GRADIENTS}, got {meta_gradient!r}")
         self.lambda_ = lambda_
         self.lambda_c = lambda_c
         self.delta_c = delta_c
@@ -172,12 +183,15 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
         self.n_critic_epochs = int(check_positive(n_critic_epochs, "n_critic_epochs", strict=False))
         self.advantage_estimator = advantage_estimator
         self.crpo_rule = crpo_rule
+        self.meta_gradient = meta_gradient
         self.dual_solver = dual_solver
         self.beta = check_positive(beta, "beta")
         self.n_dual_steps = int(check_positive(n_dual_steps, "n_dual_steps"))
         self.fit_steps = int(check_positive(fit_steps, "fit_steps"))
         self.backtrack_steps = int(check_positive(backtrack_steps, "backtrack_steps", strict=False))
         self.meta_iterations = 0
+        # A^s results of the tasks adapted in the current meta-iteration, in the order of their adapted rollouts
+        self.adaptations: list[ParametricAdaptResult] = []
         # task sampler (and source of each meta-iteration's seed); kept by load() so that a run resumes
         self.task_rng: np.random.Generator | None = None
         if _init_setup_model:
@@ -299,7 +313,7 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
         feasible = [i for i in range(len(tasks)) if np.all(excesses[i] <= 0)]
 
         adapted_rollouts: list[RolloutData] = []
-        adaptation_kls, multipliers = [], []
+        self.adaptations = []  # u* and eta per adapted task, for the eq. (6) weights
         if not take_cost_step:
             for i in feasible:
                 # line 5: A^s from phi on this task (Algorithm 3 on the meta-policy's data)
@@ -317,8 +331,7 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
                     fit_steps=self.fit_steps,
                     backtrack_steps=self.backtrack_steps,
                 )
-                adaptation_kls.append(result.kl)
-                multipliers.append(result.u)
+                self.adaptations.append(result)
                 # line 6: data of the adapted policy pi^tau on the same task
                 adapted_rollout = self._collect(self.adapted_policy, tasks[i], callback)
                 if adapted_rollout is None:
@@ -338,8 +351,8 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
         if adapted_rollouts:
             self.logger.record("meta/adapted_return", safe_mean([r.episode_return for r in adapted_rollouts]))
             self.logger.record("meta/adapted_cost_max", float(np.max([r.episode_cost[0] for r in adapted_rollouts])))
-            self.logger.record("meta/adaptation_kl", float(np.mean(adaptation_kls)))
-            self.logger.record("meta/u_mean", float(np.mean(multipliers)))
+            self.logger.record("meta/adaptation_kl", float(np.mean([result.kl for result in self.adaptations])))
+            self.logger.record("meta/u_mean", float(np.mean([result.u for result in self.adaptations])))
         self.logger.record("train/is_line_search_success", int(step.success))
         self.logger.record("train/kl", step.kl)
         self.logger.record("train/improvement", step.improvement)
@@ -385,9 +398,32 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
         )
 
     def _meta_step(self, adapted_rollouts: list[RolloutData], meta_rollouts: list[RolloutData]) -> TrustRegionResult:
-        """Algorithm 4 lines 7-8: TRPO ascent on mean_tau E_{pi^tau}[ratio_phi A^{pi^tau}]."""
-        samples = [self._samples(rollout, rollout.advantages) for rollout in adapted_rollouts]
+        """
+        Algorithm 4 lines 7-8: TRPO ascent on mean_tau E_{pi^tau}[ratio_phi w], with w = A^{pi^tau}
+        (``meta_gradient="alg4"``) or the eq. (6) weights (``"eq6"``, u* and eta of ``self.adaptations``).
+        """
+        if self.meta_gradient == "eq6":
+            if len(self.adaptations) != len(adapted_rollouts):
+                raise RuntimeError(
+                    f"meta_gradient='eq6' needs the adaptation of every adapted rollout: "
+                    f"{len(self.adaptations)} adaptations for {len(adapted_rollouts)} rollouts"
+                )
+            pairs = zip(adapted_rollouts, self.adaptations, strict=True)
+            weights = [self._eq6_weights(rollout, adaptation) for rollout, adaptation in pairs]
+        else:
+            weights = [rollout.advantages for rollout in adapted_rollouts]
+        samples = [self._samples(rollout, w.astype(np.float32)) for rollout, w in zip(adapted_rollouts, weights, strict=True)]
         return self._step(ImportanceWeightedSurrogate(self.policy, samples, sign=1.0), meta_rollouts)
+
+    def _eq6_weights(self, rollout: RolloutData, adaptation: ParametricAdaptResult) -> np.ndarray:
+        """
+        Eq. (6) weights of one task's adapted rollout: X in the exponent's units of ``adapt_on_rollout`` (its
+        default ``normalize_advantage=True``) and the discount of the rollout's advantages (``gamma``).
+        """
+        if adaptation.recovery or not np.all(np.isfinite(adaptation.u)):
+            return rollout.advantages  # no pi^u of Proposition 1 (cost-reducing recovery step): no Qbar term
+        penalised = penalised_advantages(rollout.advantages, rollout.cost_advantages, adaptation.u)
+        return eq6_weights(rollout.advantages, penalised, adaptation.eta, rollout.episode_ids, self.gamma)
 
     def _cost_step(self, violating: list[tuple[RolloutData, int]], meta_rollouts: list[RolloutData]) -> TrustRegionResult:
         """Algorithm 2 lines 10-12: TRPO descent on the violated cost of each violating task."""
@@ -459,7 +495,7 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
         return report
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "adapted_policy"]
+        return [*super()._excluded_save_params(), "adapted_policy", "adaptations"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "critic_optimizer"], []
