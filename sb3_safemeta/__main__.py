@@ -38,6 +38,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n-steps", type=int, default=200, help="steps per environment per rollout")
     parser.add_argument("--cost-limit", type=float, default=None, help="episode cost limit d (default: the family's)")
     parser.add_argument("--lambda", dest="lambda_", type=float, default=1.0, help="lambda = lambda_c of the adaptation")
+    parser.add_argument(
+        "--lambda-c", dest="lambda_c", type=float, default=None, help="lambda_c of the adaptation (default: --lambda)"
+    )
+    parser.add_argument(
+        "--fit-scope", default="actor", choices=["actor", "head"], help="what represents pi^u in A^s (SafeAdapter fit_scope)"
+    )
     parser.add_argument("--delta", type=float, default=0.0, help="allowable violation delta")
     parser.add_argument("--target-kl", type=float, default=0.01, help="KL bound of the meta-policy's TRPO step")
     parser.add_argument("--test-tasks", type=int, default=20, help="unseen tasks at meta-test (paper: 20)")
@@ -80,7 +86,8 @@ def main(argv: list[str] | None = None) -> MetaTestReport:
     kwargs = dict(
         cost_limit=cost_limit,
         lambda_=args.lambda_,
-        lambda_c=args.lambda_,
+        lambda_c=args.lambda_ if args.lambda_c is None else args.lambda_c,
+        fit_scope=args.fit_scope,
         delta_c=args.delta,
         meta_batch_size=args.meta_batch_size,
         n_steps=args.n_steps,

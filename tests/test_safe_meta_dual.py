@@ -122,7 +122,7 @@ def test_learn_counts_meta_iterations_and_timesteps():
 def test_save_load_round_trip(tmp_path):
     model = SafeMetaDual(
         "MlpPolicy", make_env(), seed=0, lambda_=2.0, lambda_c=[3.0], delta_c=0.5, target_kl=0.005, crpo_rule="mean",
-        **{**SMALL, "cost_limit": 7.0},
+        fit_scope="head", **{**SMALL, "cost_limit": 7.0},
     )  # fmt: skip
     model.learn(STEPS_PER_ITERATION)
     before, _ = model.predict(observations(), deterministic=True)
@@ -137,6 +137,7 @@ def test_save_load_round_trip(tmp_path):
     assert (loaded.lambda_, loaded.lambda_c, loaded.delta_c) == (2.0, [3.0], 0.5)
     assert (loaded.target_kl, loaded.crpo_rule, loaded.meta_batch_size, loaded.n_steps) == (0.005, "mean", 2, 100)
     assert (loaded.fit_steps, loaded.n_dual_steps, loaded.advantage_estimator) == (5, 5, "mc")
+    assert loaded.fit_scope == "head"
     np.testing.assert_array_equal(loaded.cost_limit, [7.0])
     # the task sampler continues where it was (not from the seed again)
     assert loaded.task_rng.bit_generator.state == model.task_rng.bit_generator.state
@@ -249,6 +250,7 @@ def test_env_without_task_distribution_is_a_clear_error():
         (dict(lambda_c=-0.5), "lambda_c"),
         (dict(delta_c=-1.0), "delta_c"),
         (dict(crpo_rule="all"), "crpo_rule"),
+        (dict(fit_scope="layer"), "fit_scope"),
         (dict(cost_limit=[10.0, 5.0]), r"cost_limit .*shape \(1,\)"),
         (dict(cost_limit=-1.0), "cost_limit"),
         (dict(meta_batch_size=0), "meta_batch_size"),

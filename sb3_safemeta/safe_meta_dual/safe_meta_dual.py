@@ -20,7 +20,7 @@ from sb3_safemeta.common.dual import AdaptationParams
 from sb3_safemeta.common.evaluation import MetaTestReport
 from sb3_safemeta.common.meta_gradient import ImportanceWeightedSurrogate, MeanKL, eq6_weights, penalised_advantages
 from sb3_safemeta.common.on_policy_cost_algorithm import OnPolicyCostAlgorithm
-from sb3_safemeta.common.parametric_adaptation import ParametricAdaptResult, adapt_on_rollout
+from sb3_safemeta.common.parametric_adaptation import FIT_SCOPES, ParametricAdaptResult, adapt_on_rollout
 from sb3_safemeta.common.rollout_data import ADVANTAGE_ESTIMATORS, RolloutData
 from sb3_safemeta.common.tasks import Task, check_task_distribution, task_cost_limit
 from sb3_safemeta.common.trust_region import TrustRegionResult, trust_region_step
@@ -89,6 +89,8 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
     :param beta: PGD step size of the dual
     :param n_dual_steps: dual iterations of A^s
     :param fit_steps: L-BFGS iterations per fit of pi^u
+    :param fit_scope: the parameters that represent pi^u in A^s (see :class:`~sb3_safemeta.SafeAdapter`):
+        ``"actor"`` (all of the actor) or ``"head"`` (its last layer on the meta-policy's features, closed form)
     :param backtrack_steps: feasibility backtracking steps of A^s
     :param n_costs: number of cost channels (None: from the env or ``cost_limit``)
     :param stats_window_size: window size for the rollout logging
@@ -131,6 +133,7 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
         beta: float = 1.0,
         n_dual_steps: int = 15,
         fit_steps: int = 20,
+        fit_scope: str = "actor",
         backtrack_steps: int = 15,
         n_costs: int | None = None,
         stats_window_size: int = 100,
@@ -188,6 +191,9 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
         self.beta = check_positive(beta, "beta")
         self.n_dual_steps = int(check_positive(n_dual_steps, "n_dual_steps"))
         self.fit_steps = int(check_positive(fit_steps, "fit_steps"))
+        if fit_scope not in FIT_SCOPES:
+            raise ValueError(f"fit_scope must be one of {FIT_SCOPES}, got {fit_scope!r}")
+        self.fit_scope = fit_scope
         self.backtrack_steps = int(check_positive(backtrack_steps, "backtrack_steps", strict=False))
         self.meta_iterations = 0
         # A^s results of the tasks adapted in the current meta-iteration, in the order of their adapted rollouts
@@ -329,6 +335,7 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
                     beta=self.beta,
                     n_dual_steps=self.n_dual_steps,
                     fit_steps=self.fit_steps,
+                    fit_scope=self.fit_scope,
                     backtrack_steps=self.backtrack_steps,
                 )
                 self.adaptations.append(result)
@@ -469,6 +476,7 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
             beta=self.beta,
             n_dual_steps=self.n_dual_steps,
             fit_steps=self.fit_steps,
+            fit_scope=self.fit_scope,
             backtrack_steps=self.backtrack_steps,
             policy_kwargs=self.policy_kwargs,
             seed=self.seed,
