@@ -248,3 +248,10 @@ def test_wheel_ships_hook_and_hyperparams(tmp_path: pathlib.Path) -> None:
     assert "sb3_safemeta/zoo/_startup.py" in names
     assert any(name.endswith("data/share/sb3_safemeta/hyperparams/safemeta.yml") for name in names)
     assert zipfile.ZipFile(wheel).read(install_hook.PTH_NAME).decode() == install_hook.PTH_LINE
+
+
+def test_rl_zoo3_enjoy_imports() -> None:
+    """rl_zoo3.enjoy imports requests without declaring it: the zoo extra of setup.cfg must bring it."""
+    import importlib
+
+    importlib.import_module("rl_zoo3.enjoy")
