@@ -37,9 +37,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n-envs", type=int, default=8, help="parallel environments per rollout")
     parser.add_argument("--n-steps", type=int, default=200, help="steps per environment per rollout")
     parser.add_argument("--cost-limit", type=float, default=None, help="episode cost limit d (default: the family's)")
-    parser.add_argument("--lambda", dest="lambda_", type=float, default=1.0, help="lambda = lambda_c of the adaptation")
+    parser.add_argument("--lambda", dest="lambda_", type=float, default=1.0, help="lambda of the adaptation")
     parser.add_argument(
-        "--lambda-c", dest="lambda_c", type=float, default=None, help="lambda_c of the adaptation (default: --lambda)"
+        "--lambda-c",
+        dest="lambda_c",
+        type=float,
+        default=10.0,
+        help="lambda_c of the adaptation, in cost units per nat (episode units: see docs/modules/safe_adapter.md)",
     )
     parser.add_argument(
         "--fit-scope", default="actor", choices=["actor", "head"], help="what represents pi^u in A^s (SafeAdapter fit_scope)"
@@ -86,7 +90,7 @@ def main(argv: list[str] | None = None) -> MetaTestReport:
     kwargs = dict(
         cost_limit=cost_limit,
         lambda_=args.lambda_,
-        lambda_c=args.lambda_ if args.lambda_c is None else args.lambda_c,
+        lambda_c=args.lambda_c,
         fit_scope=args.fit_scope,
         delta_c=args.delta,
         meta_batch_size=args.meta_batch_size,
