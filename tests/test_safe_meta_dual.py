@@ -151,6 +151,36 @@ def test_save_load_round_trip(tmp_path):
     assert loaded.meta_iterations == 2
 
 
+class NoTaskProtocol(gym.Env):
+    """The spaces of the built-in family, without sample_tasks / set_task / get_task."""
+
+    def __init__(self):
+        reference = gym.make(ENV_ID)
+        self.observation_space, self.action_space = reference.observation_space, reference.action_space
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        return self.observation_space.sample(), 0.0, False, True, {"cost": 0.0}
+
+
+def test_load_without_env_predicts_and_set_env_checks_the_task_protocol(tmp_path):
+    model = SafeMetaDual("MlpPolicy", make_env(), seed=0, **SMALL)
+    model.save(tmp_path / "meta.zip")
+    loaded = SafeMetaDual.load(tmp_path / "meta.zip")  # no env: SB3 allows it for predict()
+    np.testing.assert_array_equal(
+        loaded.predict(observations(), deterministic=True)[0], model.predict(observations(), deterministic=True)[0]
+    )
+    with pytest.raises(ValueError, match="meta_test needs the task distribution"):
+        loaded.meta_test(n_tasks=1, n_adapt_steps=0)
+    with pytest.raises(TypeError, match="not a task distribution"):
+        loaded.set_env(make_vec_env(NoTaskProtocol, n_envs=N_ENVS))
+    loaded.set_env(make_env())
+    assert loaded.env is not None
+
+
 def test_discrete_actions_meta_iteration_and_save_load(tmp_path):
     """A categorical meta-policy: both steps of the loop (cost limit 0: every task violates; huge: none) and save/load."""
 

@@ -204,7 +204,8 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
             self._setup_model()
 
     def _setup_model(self) -> None:
-        check_task_distribution(self.env)
+        if self.env is not None:  # load(path) without an env gives a model for predict(); learn() needs one
+            check_task_distribution(self.env)
         if self.advantage_estimator == "mc":
             self.gae_lambda = self.cost_gae_lambda = 1.0  # Monte-Carlo returns (see rollout_data.py)
         super()._setup_model()
@@ -430,7 +431,9 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
         if adaptation.recovery or not np.all(np.isfinite(adaptation.u)):
             return rollout.advantages  # no pi^u of Proposition 1 (cost-reducing recovery step): no Qbar term
         penalised = penalised_advantages(rollout.advantages, rollout.cost_advantages, adaptation.u)
-        return eq6_weights(rollout.advantages, penalised, adaptation.eta, rollout.episode_ids, self.gamma)
+        return eq6_weights(
+            rollout.advantages, penalised, adaptation.eta, rollout.episode_ids, self.gamma, trace_decay=self.gae_lambda
+        )
 
     def _cost_step(self, violating: list[tuple[RolloutData, int]], meta_rollouts: list[RolloutData]) -> TrustRegionResult:
         """Algorithm 2 lines 10-12: TRPO descent on the violated cost of each violating task."""
@@ -463,6 +466,8 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
         """
         from sb3_safemeta.safe_adapter import SafeAdapter
 
+        if self.env is None:
+            raise ValueError("meta_test needs the task distribution: SafeMetaDual.load(path, env=...) or set_env(env)")
         tasks = tasks if tasks is not None else self.sample_tasks(n_tasks, seed=seed)
         kwargs = dict(
             cost_limit=self.cost_limit,
@@ -501,6 +506,10 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
             report.save(save_path)
             report.plot(pathlib.Path(save_path).with_suffix(".png"))
         return report
+
+    def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
+        super().set_env(env, force_reset)
+        check_task_distribution(self.env)
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "adapted_policy", "adaptations"]
