@@ -10,6 +10,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from hand_made_envs import EpisodeClockEnv
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_safemeta import SafeAdapter
@@ -22,19 +23,13 @@ VALUE = 0.7
 COST_VALUES = (0.3, -1.1)
 
 
-class ConstantEnv(gym.Env):
+class ConstantEnv(EpisodeClockEnv):
     """Reward 1 and costs (0.5, 2) every step; the episode ends after 5 steps, terminated or truncated."""
 
     def __init__(self, truncate: bool = False, report_cost: bool = True, n_costs: int = 2):
         self.observation_space = gym.spaces.Box(-1.0, 1.0, shape=(1,))
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(1,))
         self.truncate, self.report_cost, self.n_costs = truncate, report_cost, n_costs
-        self.t = 0
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        return np.zeros(1, dtype=np.float32), {}
 
     def step(self, action):
         self.t += 1

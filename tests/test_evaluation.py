@@ -3,24 +3,20 @@
 import gymnasium as gym
 import numpy as np
 import pytest
+from hand_made_envs import EpisodeClockEnv
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_safemeta.common.evaluation import evaluate_policy_cost
 
 
-class CountingEnv(gym.Env):
+class CountingEnv(EpisodeClockEnv):
     """Episode of ``length`` steps; step t (1-based) pays reward t and costs (1, t) if the action is 1, else (0, 0)."""
 
     def __init__(self, length: int = 3, report_cost: bool = True):
         self.observation_space = gym.spaces.Box(0, 10, (1,))
         self.action_space = gym.spaces.Discrete(2)
-        self.length, self.report_cost, self.t = length, report_cost, 0
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        return np.zeros(1, dtype=np.float32), {}
+        self.length, self.report_cost = length, report_cost
 
     def step(self, action):
         self.t += 1
