@@ -8,6 +8,8 @@ The sample-based meta-gradient of eq. (6) (``SafeMetaDual(meta_gradient="eq6")``
   pi_phi's continuation, is the eq6-minus-alg4 difference of ``meta_gradient_exact``;
 - the weight function on sampled episodes against the exact expectation of the estimator (continuation by the
   sampling policy, as in SafeMetaDual), and on a hand-made sequence;
+- Monte-Carlo advantages from the sampled episodes (double sampling): the weights miss the target by many
+  standard errors, with or without the truncation of ``trace_decay`` (which only removes the dependence on a_k);
 - SafeMetaDual with ``meta_gradient="eq6"``: a meta-iteration, the weights it uses, save/load, bad values.
 """
 
@@ -173,6 +175,74 @@ def test_weights_on_sampled_episodes_match_the_exact_expectation(gamma_w):
     assert min(standard_errors_off(weights) for weights in wrong) > 6.0
 
 
+def monte_carlo_advantages(case: dict[str, Any], samples) -> np.ndarray:
+    """
+    A_k = G_k - V(s_k): the sampled (undiscounted, episodic reading) reward-to-go of pi^u's episodes minus
+    pi^u's exact value, so E[A_k | s_k, a_k] = A^{pi^u}(s_k, a_k) and A_k uses the rest of the episode.
+    """
+    ids, states, actions = samples
+    rewards = case["cmdp"].r[states, actions]
+    to_go = rewards + episode_backward_sums(rewards[::-1], ids[::-1], 1.0)[::-1]
+    return to_go - case["cmdp"].evaluate(case["adapted"]).V[states]
+
+
+def action_dependence(case: dict[str, Any], samples, sums: np.ndarray, n_episodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Mean over episodes of sum_k (grad log pi_phi(a_k|s_k) X_k - g(s_k)) C_k, g(s) = E_{a~pi^u}[grad log pi_phi X],
+    and its standard error: zero in expectation iff C_k carries no information on a_k beyond s_k and the past.
+    """
+    ids, states, actions = samples
+    meta, adapted, penalised = case["meta"], case["adapted"], case["penalised"]
+    tilted = adapted * penalised
+    expected_score = tilted - meta * tilted.sum(axis=1, keepdims=True)  # g(s), (S, A)
+    weights = penalised[states, actions] * sums
+    per_sample = -meta[states] * weights[:, None] - expected_score[states] * sums[:, None]
+    per_sample[np.arange(len(states)), actions] += weights
+    per_episode = np.zeros((n_episodes, *meta.shape))
+    np.add.at(per_episode, (ids, states), per_sample)
+    return per_episode.mean(axis=0), per_episode.std(axis=0, ddof=1) / np.sqrt(n_episodes)
+
+
+def test_truncated_monte_carlo_advantages_remove_the_action_term_but_not_the_bias():
+    """
+    Monte-Carlo advantages (sampled returns minus the exact V of pi^u, exact X) on 60 000 episodes of pi^u, the
+    target being the exact expectation with exact advantages (continuation by pi^u, gamma_w = 1):
+
+    - exact advantages: within 4 standard errors (the control);
+    - the same-trajectory A_j (``trace_decay=None``): many standard errors off (double sampling);
+    - A_j truncated at k and bootstrapped with V(s_k) (``trace_decay=1``): C_k no longer depends on a_k
+      (sum_k (score_k X_k - g(s_k)) C_k has mean zero within 4 standard errors, while it does not without the
+      correction), and yet the estimate is as far off: E[A_j^(k) | s_j, a_j, s_k] != A(s_j, a_j), the path
+      from (s_j, a_j) to s_k (and V(s_k)) is correlated with g(s_k). Measured: exact 1.2, uncorrected 33.7,
+      truncated 46.8 standard errors (both about 170 times the eq. (6) term); action dependence 2.6
+      (truncated) vs 9.6 (uncorrected) standard errors. Instances 1-3 and another sampling seed: exact
+      0.8-2.7, uncorrected 34-38, truncated 47-53; action dependence 1.4-4.2 vs 8.9-12.6.
+    """
+    case = instance(0)
+    n_episodes, eta = 60_000, case["eta"]
+    ids, states, actions = samples = sample_episodes(case["cmdp"], case["adapted"], n_episodes, np.random.default_rng(1))
+    sampled, penalised = monte_carlo_advantages(case, samples), case["penalised"][states, actions]
+    target = sum(population_estimator(case, continuation=case["adapted"], gamma_w=1.0))
+
+    def standard_errors_off(weights: np.ndarray) -> float:
+        mean, error = estimate(case, samples, weights, n_episodes)
+        return float(np.max(np.abs(mean - target) / error))
+
+    exact = standard_errors_off(eq6_weights(case["outer"][states, actions], penalised, eta, ids, 1.0))
+    uncorrected = standard_errors_off(eq6_weights(sampled, penalised, eta, ids, 1.0))
+    truncated = standard_errors_off(eq6_weights(sampled, penalised, eta, ids, 1.0, trace_decay=1.0))
+    assert exact < 4.0
+    assert min(uncorrected, truncated) > 15.0
+
+    backward = episode_backward_sums(sampled, ids, 1.0)
+    truncated_sums = backward - sampled * episode_backward_sums(np.ones_like(sampled), ids, 1.0)
+    dependence = {}
+    for name, sums in (("uncorrected", backward), ("truncated", truncated_sums)):
+        mean, error = action_dependence(case, samples, sums, n_episodes)
+        dependence[name] = float(np.max(np.abs(mean) / error))
+    assert dependence["truncated"] < 4.0 and dependence["uncorrected"] > 6.0
+
+
 # ---------------------------------------------------------------------------------------------- hand-made
 def test_weights_of_a_hand_made_two_episode_sequence():
     """
@@ -197,6 +267,36 @@ def test_weights_of_a_hand_made_two_episode_sequence():
         eq6_weights(advantages, penalised, 0.0, ids, 0.5)
     with pytest.raises(ValueError, match="gamma"):
         episode_backward_sums(advantages, ids, 1.5)
+
+
+def test_truncated_advantages_of_a_hand_made_two_episode_sequence():
+    """
+    The sequence above with ``trace_decay``: C_k = sum_{j<k} gamma^(k-j) (A_j - (gamma lambda)^(k-j) A_k).
+    lambda = 1, gamma = 0.5: episode 0: C_1 = 0.5 (1 - 0.5 * 2) = 0, C_2 = 0.25 (1 + 0.25) + 0.5 (2 + 0.5) = 1.5625;
+    episode 1: C_1 = 0.5 (3 + 0.5 * 2) = 2; w = A + X C / 2 = (1, 2, -1 + 1.5625 | 3, -2 + 4).
+    lambda = 0.5: C = (0, 0.5 (1 - 0.25 * 2), 0.25 (1 + 0.0625) + 0.5 (2 + 0.25) | 0, 0.5 (3 + 0.5))
+    = (0, 0.25, 1.390625 | 0, 1.75); w = (1, 2 - 0.125, -1 + 1.390625 | 3, -2 + 3.5). lambda = 0: no change.
+    """
+    advantages = np.array([1.0, 2.0, -1.0, 3.0, -2.0])
+    penalised = np.array([0.5, -1.0, 2.0, 1.0, 4.0])
+    ids = np.array([0, 0, 0, 1, 1])
+    interleaved = np.array([0, 3, 1, 4, 2])  # two environments of a VecEnv, time-major
+    for trace_decay, expected in (
+        (1.0, [1.0, 2.0, 0.5625, 3.0, 2.0]),
+        (0.5, [1.0, 1.875, 0.390625, 3.0, 1.5]),
+        (0.0, eq6_weights(advantages, penalised, 2.0, ids, 0.5)),
+    ):
+        np.testing.assert_allclose(eq6_weights(advantages, penalised, 2.0, ids, 0.5, trace_decay), expected)
+        shuffled = eq6_weights(advantages[interleaved], penalised[interleaved], 2.0, ids[interleaved], 0.5, trace_decay)
+        np.testing.assert_allclose(shuffled, np.asarray(expected)[interleaved])
+    # the identity A_j - (gamma lambda)^(k-j) A_k = truncated advantage, on Monte-Carlo returns with a baseline b
+    rewards, baseline, gamma = np.array([1.0, -2.0, 0.5, 3.0]), np.array([0.3, -1.0, 2.0, 0.7]), 0.9
+    returns = np.array([sum(gamma**t * rewards[k + t] for t in range(4 - k)) for k in range(4)])
+    mc = returns - baseline
+    truncated = sum(gamma**t * rewards[t] for t in range(3)) + gamma**3 * baseline[3] - baseline[0]
+    np.testing.assert_allclose(mc[0] - gamma**3 * mc[3], truncated)
+    with pytest.raises(ValueError, match="trace_decay"):
+        eq6_weights(advantages, penalised, 2.0, ids, 0.5, trace_decay=1.5)
 
 
 def test_penalised_advantages_are_in_the_units_of_adapt_on_rollout():

@@ -138,7 +138,12 @@ def penalised_advantages(
 
 
 def eq6_weights(
-    advantages: np.ndarray, penalised: np.ndarray, eta: float, episode_ids: np.ndarray, gamma: float
+    advantages: np.ndarray,
+    penalised: np.ndarray,
+    eta: float,
+    episode_ids: np.ndarray,
+    gamma: float,
+    trace_decay: float | None = None,
 ) -> np.ndarray:
     """
     Per-sample weights w of the meta-gradient of eq. (6): with data (s_k, a_k) of the adapted policy
@@ -158,9 +163,24 @@ def eq6_weights(
     from pi^tau's advantages. pi^tau is within a small KL of pi_phi (the adaptation's KL penalty), so the
     error is of the order of that KL; the grad f term is unaffected.
 
-    Double sampling: A_j must be a function of (s_j, a_j). Monte-Carlo or GAE advantages estimated from the same
-    trajectory contain the returns after step k, which are correlated with a_k: the estimate is then biased by
-    about sum_{j<k} gamma^(2(k-j)) E[grad log pi_phi(a_k|s_k) X_k G_k] / eta (see docs/modules/safe_meta_dual.md).
+    Double sampling: the term is E over (s_j, a_j) of A(s_j, a_j) times E[grad log pi_phi(a_k|s_k) X_k | s_j, a_j],
+    a product of two conditional expectations of the same continuation. It is estimated without bias only if A_j
+    is exact (a function of (s_j, a_j), e.g. a critic). Monte-Carlo or GAE advantages estimated from the same
+    trajectory are biased in two ways: (i) A_j contains gamma^(k-j) A_k, correlated with a_k whose score
+    multiplies X_k; (ii) given s_k, the path from (s_j, a_j) to s_k is not distributed as given (s_j, a_j)
+    alone, so E[A_j | s_j, a_j, s_k] != A(s_j, a_j) (the rewards on the way to s_k and the value of s_k are
+    correlated with g(s_k) = E[grad log pi_phi(a|s_k) X(s_k, a)]).
+
+    ``trace_decay`` removes (i) only. With A_j = G_j - b(s_j) (Monte-Carlo, any state baseline b, lambda = 1) or
+    A_j = GAE(lambda), the advantage truncated at k and bootstrapped with b(s_k) is the exact identity
+
+        A_j^(k) = sum_{t=j}^{k-1} (gamma lambda)^(t-j) delta_t = A_j - (gamma lambda)^(k-j) A_k
+
+    (for Monte-Carlo: sum_{t=j}^{k-1} gamma^(t-j) r_t + gamma^(k-j) b(s_k) - b(s_j)), a function of the
+    trajectory up to s_k, so C_k no longer depends on a_k given s_k and the past; in closed form
+    ``sum_{j<k} gamma^(k-j) A_j^(k) = C_k - A_k sum_{j<k} (gamma^2 lambda)^(k-j)``. Bias (ii) stays and is
+    as large: on the tabular test (tests/test_meta_gradient_eq6.py) both variants are 30-50 standard errors
+    (about 170 times the eq. (6) term) off, the exact-advantage weights within 3.
 
     :param advantages: A^{pi^tau}_k of the adapted policy's samples, (n,)
     :param penalised: X_k, the penalised advantage in the units of the exponent X / eta (see
@@ -168,6 +188,9 @@ def eq6_weights(
     :param eta: eta_u of the adaptation (> 0)
     :param episode_ids: (n,) episode of every sample (time order within an episode)
     :param gamma: the discount of the advantages (1 for undiscounted episode-unit advantages)
+    :param trace_decay: None (default): use A_j as given (exact advantages). lambda in [0, 1]: the advantages are
+        same-trajectory GAE(lambda) estimates (1 for Monte-Carlo returns minus a state baseline) and A_j is
+        truncated at k as above (0 changes nothing: TD(0) advantages do not contain A_k)
     :return: w, (n,) float64
     """
     if not eta > 0.0:
@@ -176,4 +199,11 @@ def eq6_weights(
     penalised = np.asarray(penalised, dtype=np.float64)
     if penalised.shape != advantages.shape:
         raise ValueError(f"penalised must have the shape of advantages {advantages.shape}, got {penalised.shape}")
-    return advantages + penalised * episode_backward_sums(advantages, episode_ids, gamma) / eta
+    backward = episode_backward_sums(advantages, episode_ids, gamma)
+    if trace_decay is not None:
+        if not 0.0 <= trace_decay <= 1.0:
+            raise ValueError(f"trace_decay must be in [0, 1] or None, got {trace_decay!r}")
+        # sum_{j<k} gamma^(k-j) (A_j - (gamma lambda)^(k-j) A_k) = C_k - A_k sum_{j<k} (gamma^2 lambda)^(k-j)
+        decay = gamma * gamma * trace_decay
+        backward = backward - advantages * episode_backward_sums(np.ones_like(advantages), episode_ids, decay)
+    return advantages + penalised * backward / eta

@@ -84,7 +84,9 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
         (see :func:`~sb3_safemeta.common.meta_gradient.eq6_weights`: pi_phi's continuation and advantages are
         approximated by the adapted policy's own rollout); no second derivative either way. Experimental: with
         advantages estimated from the same trajectories (``"mc"``, ``"gae"``) the eq. (6) weights are biased
-        (double sampling) and, on SafeMetaPointNav-v0, made meta-training worse than ``"alg4"``
+        (double sampling: a product of two conditional expectations of the same continuation, which no
+        single-trajectory advantage estimate removes, truncated ones included) and, on SafeMetaPointNav-v0, made
+        meta-training worse than ``"alg4"``
     :param dual_solver: dual solver of A^s (see :class:`~sb3_safemeta.SafeAdapter`)
     :param beta: PGD step size of the dual
     :param n_dual_steps: dual iterations of A^s
@@ -427,13 +429,17 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
         """
         Eq. (6) weights of one task's adapted rollout: X in the exponent's units of ``adapt_on_rollout`` (its
         default ``normalize_advantage=True``) and the discount of the rollout's advantages (``gamma``).
+
+        The rollout's advantages are same-trajectory estimates, so the weights are biased (double sampling, see
+        :func:`~sb3_safemeta.common.meta_gradient.eq6_weights`). ``trace_decay`` is deliberately not passed: the
+        truncation it applies (``self.gae_lambda``, which is 1 for ``advantage_estimator="mc"``, would be the
+        value) removes only the dependence of C_k on a_k and was no better, on the tabular test or on
+        SafeMetaPointNav-v0 (docs/modules/safe_meta_dual.md).
         """
         if adaptation.recovery or not np.all(np.isfinite(adaptation.u)):
             return rollout.advantages  # no pi^u of Proposition 1 (cost-reducing recovery step): no Qbar term
         penalised = penalised_advantages(rollout.advantages, rollout.cost_advantages, adaptation.u)
-        return eq6_weights(
-            rollout.advantages, penalised, adaptation.eta, rollout.episode_ids, self.gamma, trace_decay=self.gae_lambda
-        )
+        return eq6_weights(rollout.advantages, penalised, adaptation.eta, rollout.episode_ids, self.gamma)
 
     def _cost_step(self, violating: list[tuple[RolloutData, int]], meta_rollouts: list[RolloutData]) -> TrustRegionResult:
         """Algorithm 2 lines 10-12: TRPO descent on the violated cost of each violating task."""
