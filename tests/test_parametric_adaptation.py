@@ -10,45 +10,17 @@ import pytest
 import scipy.optimize
 import torch as th
 from stable_baselines3.common.policies import ActorCriticPolicy
+from tabular_helpers import exact_batch, tabular_policy
 
 from sb3_safemeta.common.dual import AdaptationParams
 from sb3_safemeta.common.head_fit import actor_latent, fit_head, head_parameters
 from sb3_safemeta.common.parametric_adaptation import AdaptationBatch, _Surrogate, parametric_safe_adapt
-from sb3_safemeta.common.tabular import TabularCMDP, random_cmdp, safe_adapt_exact
-
-
-def tabular_policy(probabilities: np.ndarray) -> ActorCriticPolicy:
-    """A categorical SB3 policy on one-hot observations whose logits are log(probabilities)."""
-    n_states, n_actions = probabilities.shape
-    policy = ActorCriticPolicy(
-        gym.spaces.Box(0, 1, (n_states,)), gym.spaces.Discrete(n_actions), lambda _: 1e-3, net_arch=dict(pi=[], vf=[])
-    )
-    with th.no_grad():
-        policy.action_net.weight.copy_(th.as_tensor(np.log(probabilities).T, dtype=th.float32))
-        policy.action_net.bias.zero_()
-    return policy
+from sb3_safemeta.common.tabular import random_cmdp, safe_adapt_exact
 
 
 def probabilities(policy: ActorCriticPolicy, n_states: int) -> np.ndarray:
     with th.no_grad():
         return policy.get_distribution(th.eye(n_states)).distribution.probs.numpy()
-
-
-def exact_batch(cmdp: TabularCMDP, reference: np.ndarray) -> AdaptationBatch:
-    """Every (s, a) pair once, weighted by nu^pi_phi(s) pi_phi(a|s): sample averages become exact expectations."""
-    evaluation = cmdp.evaluate(reference)
-    n_states, n_actions = reference.shape
-
-    def tensor(array):
-        return th.as_tensor(np.asarray(array), dtype=th.float32)
-
-    return AdaptationBatch(
-        observations=tensor(np.repeat(np.eye(n_states), n_actions, axis=0)),
-        actions=th.as_tensor(np.tile(np.arange(n_actions), n_states)),
-        advantages=tensor(evaluation.A.ravel()),
-        cost_advantages=tensor(evaluation.Ac.reshape(cmdp.n_costs, -1).T),
-        weights=tensor((evaluation.state_visitation[:, None] * reference).ravel()),
-    )
 
 
 def instance(seed: int):
@@ -65,7 +37,7 @@ def adapt_exact_batch(seed: int, dual_solver: str = "auto", fit_scope: str = "ac
     cmdp, reference, start_cost, cost_limit = instance(seed)
     lambda_ = 0.3
     exact = safe_adapt_exact(cmdp, reference, lambda_, lambda_, cost_limit)
-    policy = tabular_policy(reference)
+    policy = tabular_policy(np.log(reference))
     params = AdaptationParams.create(lambda_, lambda_, cost_limit, 0.0, cmdp.gamma, cmdp.n_costs)
     result = parametric_safe_adapt(
         policy,
@@ -151,7 +123,7 @@ def test_pgd_and_bisection_agree():
     params = AdaptationParams.create(0.3, 0.3, cost_limit, 0.0, cmdp.gamma, 1)
     results = {}
     for solver in ("pgd", "bisection"):
-        policy = tabular_policy(reference)
+        policy = tabular_policy(np.log(reference))
         results[solver] = parametric_safe_adapt(
             policy,
             list(policy.action_net.parameters()),
@@ -172,7 +144,7 @@ def test_infeasible_start_takes_a_cost_reducing_step():
     cmdp, reference, start_cost, _ = instance(2)
     cost_limit = 0.9 * start_cost
     params = AdaptationParams.create(0.3, 0.3, cost_limit, 0.0, cmdp.gamma, 1)
-    policy = tabular_policy(reference)
+    policy = tabular_policy(np.log(reference))
     result = parametric_safe_adapt(
         policy, list(policy.action_net.parameters()), exact_batch(cmdp, reference), start_cost, params, horizon=10.0
     )
@@ -191,7 +163,7 @@ def test_nan_advantages_are_rejected():
 def test_horizon_must_match_gamma():
     cmdp, reference, start_cost, cost_limit = instance(0)
     params = AdaptationParams.create(0.3, 0.3, cost_limit, 0.0, 0.9, 1)
-    policy = tabular_policy(reference)
+    policy = tabular_policy(np.log(reference))
     with pytest.raises(ValueError, match="horizon"):
         parametric_safe_adapt(policy, list(policy.parameters()), exact_batch(cmdp, reference), start_cost, params, 50.0)
 
@@ -280,7 +252,7 @@ def test_head_scope_adapts_only_the_last_layer_and_stays_feasible():
 def test_unknown_fit_scope_is_rejected():
     cmdp, reference, start_cost, cost_limit = instance(0)
     params = AdaptationParams.create(0.3, 0.3, cost_limit, 0.0, cmdp.gamma, 1)
-    policy = tabular_policy(reference)
+    policy = tabular_policy(np.log(reference))
     with pytest.raises(ValueError, match="fit_scope"):
         parametric_safe_adapt(
             policy, list(policy.parameters()), exact_batch(cmdp, reference), start_cost, params, 10.0, fit_scope="body"

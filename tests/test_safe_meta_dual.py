@@ -15,9 +15,17 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from meta_helpers import (
+    ENV_ID,
+    N_ENVS,
+    PendulumWithCost,
+    assert_same_parameters,
+    make_env,
+    observations,
+    recording,
+)
 from sb3_contrib import TRPO
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.logger import KVWriter, Logger
 
 import sb3_safemeta.envs  # noqa: F401
 from sb3_safemeta import SafeAdapter, SafeMetaDual
@@ -25,45 +33,9 @@ from sb3_safemeta.common.callbacks import MetaCheckpointCallback, MetaIterationC
 from sb3_safemeta.common.evaluation import MetaTestReport
 from sb3_safemeta.common.rollout_data import RolloutData
 
-ENV_ID = "SafeMetaPointNav-v0"  # 100-step episodes
-N_ENVS = 2
 # one rollout = n_steps * n_envs = 200 steps = 2 episodes; a meta-iteration without cost step = 2 * 2 * 200 steps
 SMALL: dict[str, Any] = dict(cost_limit=10.0, meta_batch_size=2, n_steps=100, fit_steps=5, n_dual_steps=5)
 STEPS_PER_ITERATION = SMALL["meta_batch_size"] * 2 * SMALL["n_steps"] * N_ENVS
-
-
-def make_env(seed: int = 0, n_envs: int = N_ENVS, **kwargs: Any):
-    return make_vec_env(ENV_ID, n_envs=n_envs, seed=seed, **kwargs)
-
-
-def observations(n: int = 64) -> np.ndarray:
-    return np.random.default_rng(1).uniform(-2, 2, size=(n, 2)).astype(np.float32)
-
-
-class RecordingWriter(KVWriter):
-    """Keeps every log dump (one per meta-iteration with ``log_interval=1``)."""
-
-    def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
-
-    def write(self, key_values: dict[str, Any], key_excluded: dict[str, Any], step: int = 0) -> None:
-        self.records.append(dict(key_values))
-
-    def close(self) -> None:
-        pass
-
-
-def recording(model: SafeMetaDual) -> RecordingWriter:
-    writer = RecordingWriter()
-    model.set_logger(Logger(folder=None, output_formats=[writer]))
-    return writer
-
-
-def assert_same_parameters(model_a: SafeMetaDual, model_b: SafeMetaDual) -> None:
-    state_a, state_b = model_a.policy.state_dict(), model_b.policy.state_dict()
-    assert state_a.keys() == state_b.keys()
-    for key in state_a:
-        assert th.equal(state_a[key], state_b[key]), f"{key}: max |a - b| {(state_a[key] - state_b[key]).abs().max()}"
 
 
 class StopAfter(MetaIterationCallback):
@@ -97,15 +69,6 @@ class DiscreteMoves(gym.ActionWrapper):
 
     def action(self, action):
         return self.MOVES[int(action)]
-
-
-class PendulumWithCost(gym.Wrapper):
-    """A plain Gymnasium env that reports a cost but is no task distribution."""
-
-    def step(self, action):
-        observation, reward, terminated, truncated, info = self.env.step(action)
-        info["cost"] = 0.0
-        return observation, reward, terminated, truncated, info
 
 
 # ---------------------------------------------------------------------------------------------- save / load

@@ -4,38 +4,32 @@ import copy
 import pathlib
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import safe_mean, set_random_seed
+from stable_baselines3.common.type_aliases import GymEnv, Schedule
+from stable_baselines3.common.utils import safe_mean
 
-from sb3_safemeta.common.callbacks import call_meta_iteration_end
 from sb3_safemeta.common.dual import AdaptationParams
 from sb3_safemeta.common.evaluation import MetaTestReport
+from sb3_safemeta.common.meta_algorithm import OnPolicyMetaAlgorithm
 from sb3_safemeta.common.meta_gradient import ImportanceWeightedSurrogate, MeanKL, eq6_weights, penalised_advantages
-from sb3_safemeta.common.on_policy_cost_algorithm import OnPolicyCostAlgorithm
 from sb3_safemeta.common.parametric_adaptation import FIT_SCOPES, ParametricAdaptResult, adapt_on_rollout
 from sb3_safemeta.common.rollout_data import ADVANTAGE_ESTIMATORS, RolloutData
-from sb3_safemeta.common.tasks import Task, check_task_distribution, task_cost_limit
+from sb3_safemeta.common.tasks import Task, task_cost_limit
 from sb3_safemeta.common.trust_region import TrustRegionResult, trust_region_step
 from sb3_safemeta.common.validation import check_positive
 from sb3_safemeta.safe_meta_dual.policies import MlpPolicy
 
-SelfSafeMetaDual = TypeVar("SelfSafeMetaDual", bound="SafeMetaDual")
-
 CRPO_RULES = ("any", "mean")
 META_GRADIENTS = ("alg4", "eq6")
-# states kept for the Fisher / KL of the trust region (subsampled beyond this, for speed)
-_MAX_TRUST_REGION_STATES = 10_000
 
 
-class SafeMetaDual(OnPolicyCostAlgorithm):
+class SafeMetaDual(OnPolicyMetaAlgorithm):
     """
     Safe meta-policy training with the dual-method adaptation, from "Safe Meta-Reinforcement
     Learning via Dual-Method-Based Policy Adaptation: Near-Optimality and Anytime Safety Guarantee"
@@ -197,107 +191,17 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
             raise ValueError(f"fit_scope must be one of {FIT_SCOPES}, got {fit_scope!r}")
         self.fit_scope = fit_scope
         self.backtrack_steps = int(check_positive(backtrack_steps, "backtrack_steps", strict=False))
-        self.meta_iterations = 0
         # A^s results of the tasks adapted in the current meta-iteration, in the order of their adapted rollouts
         self.adaptations: list[ParametricAdaptResult] = []
-        # task sampler (and source of each meta-iteration's seed); kept by load() so that a run resumes
-        self.task_rng: np.random.Generator | None = None
         if _init_setup_model:
             self._setup_model()
 
     def _setup_model(self) -> None:
-        if self.env is not None:  # load(path) without an env gives a model for predict(); learn() needs one
-            check_task_distribution(self.env)
-        if self.advantage_estimator == "mc":
-            self.gae_lambda = self.cost_gae_lambda = 1.0  # Monte-Carlo returns (see rollout_data.py)
         super()._setup_model()
         AdaptationParams.create(self.lambda_, self.lambda_c, self.cost_limit, self.delta_c, 0.5, self.n_costs)
         # pi^tau of the task being adapted: same architecture, weights copied from phi per task
         self.adapted_policy = copy.deepcopy(self.policy)
-        self.critic_optimizer = self.policy.optimizer_class(  # type: ignore[call-arg]
-            self.policy.critic_parameters(),  # type: ignore[operator]
-            lr=self.lr_schedule(1),
-            **self.policy.optimizer_kwargs,
-        )
-        if self.task_rng is None:  # not when load() restored it
-            self.task_rng = np.random.default_rng(self.seed)
-
-    # ------------------------------------------------------------------ data
-    def sample_tasks(self, n_tasks: int, seed: int | None = None) -> list[Task]:
-        """
-        :param n_tasks: number of tasks
-        :param seed: seed of the draw (None: from the algorithm's task generator)
-        :return: tasks drawn from the environment's task distribution
-        """
-        if seed is None:
-            assert self.task_rng is not None
-            seed = int(self.task_rng.integers(2**31 - 1))
-        return self.env.env_method("sample_tasks", n_tasks, seed, indices=[0])[0]  # type: ignore[union-attr]
-
-    def _set_task(self, task: Task) -> None:
-        """Every sub-environment runs the task from a fresh episode."""
-        assert self.env is not None
-        self.env.env_method("set_task", task)
-        self.start_new_episodes()
-
-    @contextmanager
-    def _acting_with(self, policy: BasePolicy) -> Iterator[None]:
-        """collect_rollouts acts with ``self.policy``: let it act with an adapted policy for a while."""
-        meta_policy = self.policy
-        self.policy = policy  # type: ignore[assignment]
-        try:
-            yield
-        finally:
-            self.policy = meta_policy
-
-    def _collect(self, policy: BasePolicy, task: Task, callback: BaseCallback) -> RolloutData | None:
-        """One rollout of ``policy`` on ``task``; None if a callback asked to stop."""
-        self._set_task(task)
-        with self._acting_with(policy):
-            if not self.collect_rollouts(self.env, callback, self.rollout_buffer, n_rollout_steps=self.n_steps):  # type: ignore[arg-type]
-                return None
-            rollout = self.rollout_data(self.advantage_estimator)
-            if self.advantage_estimator == "gae":
-                self.train_critics(self.n_critic_epochs, self.batch_size, self.critic_optimizer)
-        return rollout
-
-    # ------------------------------------------------------------------ training
-    def learn(
-        self: SelfSafeMetaDual,
-        total_timesteps: int,
-        callback: MaybeCallback = None,
-        log_interval: int = 1,
-        tb_log_name: str = "SafeMetaDual",
-        reset_num_timesteps: bool = True,
-        progress_bar: bool = False,
-    ) -> SelfSafeMetaDual:
-        """
-        Meta-train until ``total_timesteps`` environment steps (Algorithm 2 / 4).
-
-        :param total_timesteps: environment steps, counted over all tasks and both rollouts per task
-        :param callback: callback(s) called at every step (``on_rollout_end`` after each rollout)
-        :param log_interval: meta-iterations between two log dumps
-        :param tb_log_name: name of the run for TensorBoard logging
-        :param reset_num_timesteps: whether or not to reset the current timestep number (used in logging)
-        :param progress_bar: display a progress bar using tqdm and rich
-        :return: the trained model
-        """
-        total_timesteps, callback = self._setup_learn(
-            total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
-        )
-        callback.on_training_start(locals(), globals())
-        while self.num_timesteps < total_timesteps:
-            if not self._meta_iteration(callback):
-                break
-            self.meta_iterations += 1
-            self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
-            if log_interval is not None and self.meta_iterations % log_interval == 0:
-                self.logger.record("meta/iterations", self.meta_iterations, exclude="tensorboard")
-                self.dump_logs(self.meta_iterations)
-            if not call_meta_iteration_end(callback):  # e.g. MetaCheckpointCallback
-                break
-        callback.on_training_end()
-        return self
+        self.critic_optimizer = self._critic_optimizer(self.policy)  # one set of critics, refit on every task
 
     def _meta_iteration(self, callback: BaseCallback) -> bool:
         """One meta-iteration (Algorithm 2 / 4, lines 2-13, over a batch). :return: False if a callback stopped training"""
@@ -308,7 +212,7 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
         # no task is adapted (and rolled out again) in an iteration that ends with the cost step
         meta_rollouts: list[RolloutData] = []
         for task in tasks:
-            meta_rollout = self._collect(self.policy, task, callback)
+            meta_rollout = self._collect(self.policy, task, callback, self.critic_optimizer)
             if meta_rollout is None:
                 return False
             meta_rollouts.append(meta_rollout)
@@ -343,7 +247,7 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
                 )
                 self.adaptations.append(result)
                 # line 6: data of the adapted policy pi^tau on the same task
-                adapted_rollout = self._collect(self.adapted_policy, tasks[i], callback)
+                adapted_rollout = self._collect(self.adapted_policy, tasks[i], callback, self.critic_optimizer)
                 if adapted_rollout is None:
                     return False
                 adapted_rollouts.append(adapted_rollout)
@@ -370,26 +274,6 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
         self.logger.record("time/meta_iteration_seconds", time.time() - start)
         self._n_updates += 1
         return True
-
-    def _seed_iteration(self) -> None:
-        """
-        Seed this meta-iteration's randomness from the task generator: action noise (torch), critic
-        minibatches (numpy's global generator) and the environments' resets. A meta-iteration is then a
-        function of (phi, critics and their optimizer, task generator state), all of which a checkpoint
-        saves, so a run resumed from a checkpoint is bit-identical to an uninterrupted one
-        (``load`` alone would re-seed every generator from ``seed``).
-        """
-        assert self.task_rng is not None and self.env is not None
-        seed = int(self.task_rng.integers(2**31 - 1))
-        set_random_seed(seed, using_cuda=self.device.type == "cuda")
-        self.env.seed(seed)  # used at the next reset, i.e. the first rollout of this iteration
-
-    def _trust_region_states(self, rollouts: list[RolloutData]) -> th.Tensor:
-        observations = np.concatenate([rollout.observations for rollout in rollouts])
-        if len(observations) > _MAX_TRUST_REGION_STATES:
-            keep = np.linspace(0, len(observations) - 1, _MAX_TRUST_REGION_STATES).astype(int)
-            observations = observations[keep]
-        return th.as_tensor(observations, device=self.device).float()
 
     def _samples(self, rollout: RolloutData, weights: np.ndarray) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         batch = rollout.to_batch(self.device)
@@ -472,8 +356,7 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
         """
         from sb3_safemeta.safe_adapter import SafeAdapter
 
-        if self.env is None:
-            raise ValueError("meta_test needs the task distribution: SafeMetaDual.load(path, env=...) or set_env(env)")
+        self._check_meta_test(n_adapt_steps)
         tasks = tasks if tasks is not None else self.sample_tasks(n_tasks, seed=seed)
         kwargs = dict(
             cost_limit=self.cost_limit,
@@ -495,43 +378,18 @@ class SafeMetaDual(OnPolicyCostAlgorithm):
         )
         kwargs.update(adapter_kwargs or {})
         adapter = SafeAdapter("MlpPolicy", self.env, **kwargs)  # type: ignore[arg-type]
-        returns = np.zeros((len(tasks), n_adapt_steps + 1))
-        costs = np.zeros((len(tasks), n_adapt_steps + 1, self.n_costs))
-        limits = np.zeros((len(tasks), self.n_costs))
-        for index, task in enumerate(tasks):
+
+        def adaptation_chain(task: Task, cost_limit: np.ndarray) -> Iterator[RolloutData]:
             adapter.policy.load_state_dict(self.policy.state_dict())
             adapter.dual_multipliers = np.zeros(self.n_costs)
-            adapter.cost_limit = limits[index] = task_cost_limit(task, self.cost_limit, self.n_costs)
+            adapter.cost_limit = cost_limit
             self.env.env_method("set_task", task)  # type: ignore[union-attr]
-            for step, rollout in enumerate(adapter.adaptation_chain(n_adapt_steps)):
-                returns[index, step], costs[index, step] = rollout.episode_return, rollout.episode_cost
-            if verbose:
-                print(f"task {index}: returns {np.round(returns[index], 1).tolist()} max cost {costs[index, :, 0].max():.1f}")
-        report = MetaTestReport(returns, costs, limits, tasks=list(tasks), label=type(self).__name__)
-        if save_path is not None:
-            report.save(save_path)
-            report.plot(pathlib.Path(save_path).with_suffix(".png"))
-        return report
+            yield from adapter.adaptation_chain(n_adapt_steps)
 
-    def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
-        super().set_env(env, force_reset)
-        check_task_distribution(self.env)
+        return self._run_meta_test(tasks, n_adapt_steps, adaptation_chain, save_path, verbose)
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "adapted_policy", "adaptations"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         return ["policy", "critic_optimizer"], []
-
-    def _setup_learn(
-        self,
-        total_timesteps: int,
-        callback: MaybeCallback = None,
-        reset_num_timesteps: bool = True,
-        tb_log_name: str = "run",
-        progress_bar: bool = False,
-    ) -> tuple[int, BaseCallback]:
-        result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
-        if reset_num_timesteps:
-            self.meta_iterations = 0
-        return result

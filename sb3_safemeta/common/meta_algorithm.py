@@ -1,0 +1,262 @@
+"""
+What every meta-learner of the package shares (``SafeMetaDual`` and the baselines ``MAMLCostPenalty`` and
+``MetaCRPO``): the task distribution (sampling, setting a task, rollouts of any policy on it), the loop of
+meta-iterations behind ``learn()``, the seeding that makes a meta-iteration reproducible and a resumed run
+bit-identical, and the meta-test report. A subclass implements one meta-iteration and its adaptation at
+meta-test.
+"""
+
+from __future__ import annotations
+
+import copy
+import pathlib
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
+from stable_baselines3.common.utils import set_random_seed
+
+from sb3_safemeta.common.callbacks import call_meta_iteration_end
+from sb3_safemeta.common.evaluation import MetaTestReport
+from sb3_safemeta.common.on_policy_cost_algorithm import OnPolicyCostAlgorithm
+from sb3_safemeta.common.rollout_data import RolloutData
+from sb3_safemeta.common.tasks import Task, check_task_distribution, task_cost_limit
+
+__all__ = ["OnPolicyMetaAlgorithm"]
+
+SelfOnPolicyMetaAlgorithm = TypeVar("SelfOnPolicyMetaAlgorithm", bound="OnPolicyMetaAlgorithm")
+
+# states kept for the Fisher / KL of a trust region (subsampled beyond this, for speed)
+MAX_TRUST_REGION_STATES = 10_000
+
+
+class _Silent(BaseCallback):
+    """The callback of meta-test rollouts: nothing to report, never stops."""
+
+    def _on_step(self) -> bool:
+        return True
+
+
+class OnPolicyMetaAlgorithm(OnPolicyCostAlgorithm):
+    """
+    Base class of the meta-learners. The environment is a task distribution (``sample_tasks``, ``set_task``,
+    ``get_task``: :mod:`sb3_safemeta.common.tasks`); one rollout buffer serves every policy the algorithm
+    rolls out (the meta-policy, adapted or task policies).
+
+    A subclass sets ``advantage_estimator``, ``n_critic_epochs`` and ``batch_size`` in its constructor and
+    implements :meth:`_meta_iteration` and ``meta_test`` (with :meth:`_run_meta_test`).
+    """
+
+    advantage_estimator: str
+    n_critic_epochs: int
+    batch_size: int
+    # meta-iterations done; the task generator is the source of every meta-iteration's seed. Both are
+    # saved in the zip, so that a run resumes where it stopped.
+    meta_iterations: int = 0
+    task_rng: np.random.Generator | None = None
+
+    def _setup_model(self) -> None:
+        if self.env is not None:  # load(path) without an env gives a model for predict(); learn() needs one
+            check_task_distribution(self.env)
+        if self.advantage_estimator == "mc":
+            self.gae_lambda = self.cost_gae_lambda = 1.0  # Monte-Carlo returns (see rollout_data.py)
+        super()._setup_model()
+        if self.task_rng is None:  # not when load() restored it
+            self.task_rng = np.random.default_rng(self.seed)
+
+    def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
+        super().set_env(env, force_reset)
+        check_task_distribution(self.env)
+
+    # ------------------------------------------------------------------ tasks and rollouts
+    def sample_tasks(self, n_tasks: int, seed: int | None = None) -> list[Task]:
+        """
+        :param n_tasks: number of tasks
+        :param seed: seed of the draw (None: from the algorithm's task generator)
+        :return: tasks drawn from the environment's task distribution
+        """
+        if seed is None:
+            assert self.task_rng is not None
+            seed = int(self.task_rng.integers(2**31 - 1))
+        return self.env.env_method("sample_tasks", n_tasks, seed, indices=[0])[0]  # type: ignore[union-attr]
+
+    def _critic_optimizer(self, policy: BasePolicy) -> th.optim.Optimizer:
+        """:return: a fresh optimizer of ``policy``'s value and cost-value heads"""
+        return self.policy.optimizer_class(  # type: ignore[call-arg]
+            policy.critic_parameters(),  # type: ignore[operator]
+            lr=self.lr_schedule(1),
+            **self.policy.optimizer_kwargs,
+        )
+
+    @contextmanager
+    def _acting_with(self, policy: BasePolicy) -> Iterator[None]:
+        """collect_rollouts acts with (and refits the critics of) ``self.policy``: let another policy act for a while."""
+        meta_policy = self.policy
+        self.policy = policy  # type: ignore[assignment]
+        try:
+            yield
+        finally:
+            self.policy = meta_policy
+
+    def _collect(
+        self, policy: BasePolicy, task: Task, callback: BaseCallback, critic_optimizer: th.optim.Optimizer | None = None
+    ) -> RolloutData | None:
+        """
+        One rollout of ``policy`` on ``task``, from fresh episodes.
+
+        :param critic_optimizer: with ``advantage_estimator="gae"``, ``policy``'s critics are refit by it after
+            the advantages were read (with the critics that collected them)
+        :return: the rollout, or None if a callback asked to stop
+        """
+        assert self.env is not None
+        self.env.env_method("set_task", task)
+        self.start_new_episodes()
+        with self._acting_with(policy):
+            if not self.collect_rollouts(self.env, callback, self.rollout_buffer, n_rollout_steps=self.n_steps):
+                return None
+            rollout = self.rollout_data(self.advantage_estimator)
+            if self.advantage_estimator == "gae" and critic_optimizer is not None:
+                self.train_critics(self.n_critic_epochs, self.batch_size, critic_optimizer)
+        return rollout
+
+    def _trust_region_states(self, rollouts: list[RolloutData]) -> th.Tensor:
+        """:return: the states of ``rollouts`` (evenly subsampled to at most 10 000) on which a trust region's KL is taken"""
+        observations = np.concatenate([rollout.observations for rollout in rollouts])
+        if len(observations) > MAX_TRUST_REGION_STATES:
+            keep = np.linspace(0, len(observations) - 1, MAX_TRUST_REGION_STATES).astype(int)
+            observations = observations[keep]
+        return th.as_tensor(observations, device=self.device).float()
+
+    # ------------------------------------------------------------------ training
+    def learn(
+        self: SelfOnPolicyMetaAlgorithm,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str | None = None,
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfOnPolicyMetaAlgorithm:
+        """
+        Meta-train until ``total_timesteps`` environment steps (counted over every rollout of every task).
+
+        :param total_timesteps: environment steps
+        :param callback: callback(s) called at every step (``on_rollout_end`` after each rollout, and
+            ``on_meta_iteration_end`` if they have it, e.g. :class:`~sb3_safemeta.common.callbacks.MetaCheckpointCallback`)
+        :param log_interval: meta-iterations between two log dumps
+        :param tb_log_name: name of the run for TensorBoard logging (default: the class name)
+        :param reset_num_timesteps: whether or not to reset the current timestep number (used in logging)
+        :param progress_bar: display a progress bar using tqdm and rich
+        :return: the trained model
+        """
+        total_timesteps, callback = self._setup_learn(
+            total_timesteps, callback, reset_num_timesteps, tb_log_name or type(self).__name__, progress_bar
+        )
+        callback.on_training_start(locals(), globals())
+        while self.num_timesteps < total_timesteps:
+            if not self._meta_iteration(callback):
+                break
+            self.meta_iterations += 1
+            self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
+            if log_interval is not None and self.meta_iterations % log_interval == 0:
+                self.logger.record("meta/iterations", self.meta_iterations, exclude="tensorboard")
+                self.dump_logs(self.meta_iterations)
+            if not call_meta_iteration_end(callback):
+                break
+        callback.on_training_end()
+        return self
+
+    def _meta_iteration(self, callback: BaseCallback) -> bool:
+        """One meta-iteration. :return: False if a callback stopped training"""
+        raise NotImplementedError
+
+    def _seed_iteration(self) -> None:
+        """
+        Seed this meta-iteration's randomness from the task generator: action noise (torch), critic
+        minibatches (numpy's global generator) and the environments' resets. A meta-iteration is then a
+        function of (parameters, optimizers, task generator state), all of which a checkpoint saves, so a
+        run resumed from a checkpoint is bit-identical to an uninterrupted one (``load`` alone would re-seed
+        every generator from ``seed``). Consequence: ``learn()`` re-seeds the global torch and numpy generators.
+        """
+        assert self.task_rng is not None and self.env is not None
+        seed = int(self.task_rng.integers(2**31 - 1))
+        set_random_seed(seed, using_cuda=self.device.type == "cuda")
+        self.env.seed(seed)  # used at the next reset, i.e. the first rollout of this iteration
+
+    def _setup_learn(
+        self,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        reset_num_timesteps: bool = True,
+        tb_log_name: str = "run",
+        progress_bar: bool = False,
+    ) -> tuple[int, BaseCallback]:
+        result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+        if reset_num_timesteps:
+            self.meta_iterations = 0
+        return result
+
+    # ------------------------------------------------------------------ meta-test
+    def _check_meta_test(self, n_adapt_steps: int) -> None:
+        if self.env is None:
+            name = type(self).__name__
+            raise ValueError(f"meta_test needs the task distribution: {name}.load(path, env=...) or set_env(env)")
+        if int(n_adapt_steps) < 0:
+            raise ValueError(f"n_adapt_steps must be >= 0, got {n_adapt_steps!r}")
+
+    @contextmanager
+    def _off_the_record(self, seed: int) -> Iterator[BaseCallback]:
+        """
+        Meta-test rollouts collected by this model: seeded by ``seed``, counting no training timesteps and
+        leaving the training statistics as they were. Yields the callback the rollouts report to.
+        """
+        saved = (self.num_timesteps, self.ep_info_buffer, self.ep_success_buffer, copy.copy(self.ep_cost_buffer))
+        self.ep_info_buffer = deque(maxlen=self._stats_window_size)
+        self.ep_success_buffer = deque(maxlen=self._stats_window_size)
+        set_random_seed(seed, using_cuda=self.device.type == "cuda")
+        self.env.seed(seed)  # type: ignore[union-attr]
+        callback = _Silent()
+        callback.init_callback(self)
+        try:
+            yield callback
+        finally:
+            self.num_timesteps, self.ep_info_buffer, self.ep_success_buffer, self.ep_cost_buffer = saved
+
+    def _run_meta_test(
+        self,
+        tasks: list[Task],
+        n_adapt_steps: int,
+        adaptation_chain: Callable[[Task, np.ndarray], Iterable[RolloutData]],
+        save_path: str | pathlib.Path | None,
+        verbose: int,
+    ) -> MetaTestReport:
+        """
+        The anytime-safety report of meta-test (Section 5.1): every task's chain pi_[0] = pi_phi, ..., pi_[K].
+
+        :param tasks: the test tasks
+        :param n_adapt_steps: K
+        :param adaptation_chain: (task, its cost limit d) -> the K + 1 rollouts of pi_[0], ..., pi_[K] on it
+        :param save_path: if given, write ``<save_path>.csv/.json`` and ``<save_path>.png``
+        :param verbose: print one line per task
+        :return: the report (mean episode return and cost of every explored policy)
+        """
+        returns = np.zeros((len(tasks), n_adapt_steps + 1))
+        costs = np.zeros((len(tasks), n_adapt_steps + 1, self.n_costs))
+        limits = np.zeros((len(tasks), self.n_costs))
+        for index, task in enumerate(tasks):
+            limits[index] = task_cost_limit(task, self.cost_limit, self.n_costs)
+            for step, rollout in enumerate(adaptation_chain(task, limits[index].copy())):
+                returns[index, step], costs[index, step] = rollout.episode_return, rollout.episode_cost
+            if verbose:
+                print(f"task {index}: returns {np.round(returns[index], 1).tolist()} max cost {costs[index, :, 0].max():.1f}")
+        report = MetaTestReport(returns, costs, limits, tasks=list(tasks), label=type(self).__name__)
+        if save_path is not None:
+            report.save(save_path)
+            report.plot(pathlib.Path(save_path).with_suffix(".png"))
+        return report

@@ -1,0 +1,515 @@
+"""
+The baseline "MAML with cost penalty" of Section 6 (Finn et al. 2017, "Model-Agnostic Meta-Learning for Fast
+Adaptation of Deep Networks", https://arxiv.org/abs/1703.03400, its reinforcement-learning variant with a TRPO
+outer step): the inner step is one policy-gradient step on the penalised reward r - w.c, the outer step a TRPO
+step on phi through the inner step (second order: Hessian-vector products by double backward, never a Hessian).
+
+The building blocks are pure functions, so that the exact tabular test runs the same code as the algorithm:
+
+- :func:`actor_parameter_dict`: the actor's parameters phi by name;
+- :func:`functional_log_prob`: log pi_theta(a|s) for parameters theta given as tensors (``torch.func.functional_call``);
+- :func:`inner_step`: theta'(phi) = phi + alpha * grad_phi E[ratio * X], a differentiable function of phi.
+"""
+
+from __future__ import annotations
+
+import copy
+import pathlib
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, Schedule
+from stable_baselines3.common.utils import safe_mean
+from torch import nn
+from torch.func import functional_call
+
+from sb3_safemeta.common.evaluation import MetaTestReport
+from sb3_safemeta.common.meta_algorithm import OnPolicyMetaAlgorithm
+from sb3_safemeta.common.meta_gradient import MeanKL
+from sb3_safemeta.common.rollout_data import ADVANTAGE_ESTIMATORS, RolloutData
+from sb3_safemeta.common.tasks import Task, task_cost_limit
+from sb3_safemeta.common.trust_region import TrustRegionResult, trust_region_step
+from sb3_safemeta.common.validation import as_cost_vector, check_positive
+from sb3_safemeta.maml_cost_penalty.policies import MlpPolicy
+
+__all__ = ["MAMLCostPenalty", "MAMLSurrogate", "SampleSet", "actor_parameter_dict", "functional_log_prob", "inner_step"]
+
+
+# ---------------------------------------------------------------------------------------------- functional pieces
+def actor_parameter_dict(policy: ActorCriticPolicy) -> dict[str, th.Tensor]:
+    """
+    :param policy: a policy with ``actor_parameters()`` (``CostActorCriticPolicy``), or any SB3
+        ``ActorCriticPolicy`` (then its action distribution's parameters: features extractor, policy net,
+        action net and ``log_std``)
+    :return: the actor's parameters phi, by their name in ``policy.named_parameters()`` (chosen by identity,
+        never by a name substring, so that no critic head joins the inner or the outer step)
+    """
+    if hasattr(policy, "actor_parameters"):
+        actor = policy.actor_parameters()  # type: ignore[operator]
+    else:
+        modules: list[nn.Module] = [policy.pi_features_extractor, policy.mlp_extractor.policy_net, policy.action_net]
+        actor = [p for module in modules for p in module.parameters()]
+        if isinstance(getattr(policy, "log_std", None), nn.Parameter):
+            actor.append(policy.log_std)
+    chosen = {id(parameter) for parameter in actor}
+    return {name: parameter for name, parameter in policy.named_parameters() if id(parameter) in chosen}
+
+
+class _LogProb(nn.Module):
+    """``forward(obs, actions) = log pi(actions|obs)``: the method ``functional_call`` needs (it calls ``forward``)."""
+
+    def __init__(self, policy: ActorCriticPolicy) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, observations: th.Tensor, actions: th.Tensor) -> th.Tensor:
+        return self.policy.get_distribution(observations).log_prob(actions)
+
+
+def functional_log_prob(
+    policy: ActorCriticPolicy, parameters: dict[str, th.Tensor], observations: th.Tensor, actions: th.Tensor
+) -> th.Tensor:
+    """
+    log pi_theta(a|s) with the actor's parameters replaced by ``parameters`` (any tensors, e.g. theta'(phi) with
+    its graph back to phi); the policy's own parameters are left untouched.
+
+    :param policy: the policy that defines the architecture
+    :param parameters: name -> tensor, names of ``policy.named_parameters()`` (see :func:`actor_parameter_dict`)
+    :param observations: (n, *obs_shape)
+    :param actions: (n, *action_shape) (int64 (n,) for Discrete)
+    :return: (n,)
+    """
+    prefixed = {f"policy.{name}": value for name, value in parameters.items()}
+    return functional_call(_LogProb(policy), prefixed, (observations, actions))
+
+
+def inner_step(
+    policy: ActorCriticPolicy,
+    parameters: dict[str, th.Tensor],
+    observations: th.Tensor,
+    actions: th.Tensor,
+    advantages: th.Tensor,
+    inner_lr: float,
+    weights: th.Tensor | None = None,
+    old_log_prob: th.Tensor | None = None,
+    create_graph: bool = True,
+) -> dict[str, th.Tensor]:
+    """
+    The inner step of MAML: ``theta' = theta + alpha * grad_theta sum_i weights_i * ratio_i * X_i`` with
+    ``ratio = pi_theta(a_i|s_i) / pi_old(a_i|s_i)``, one policy-gradient ascent step on the penalised advantages
+    X = A - w.A_c.
+
+    With ``create_graph=True`` the result is a differentiable function of ``parameters`` (and of ``weights`` and
+    ``advantages`` if they carry a graph): differentiating a function of theta' back to theta multiplies by
+    (I + alpha * Hessian of the inner objective) by double backward, i.e. by Hessian-vector products only.
+
+    :param policy: the policy that defines the architecture (its own parameters are not used)
+    :param parameters: theta, name -> tensor (see :func:`actor_parameter_dict`)
+    :param observations: states of the inner data
+    :param actions: actions of the inner data
+    :param advantages: X, (n,)
+    :param inner_lr: alpha
+    :param weights: sample weights (n,) of the inner objective (None: 1/n each, the sample mean)
+    :param old_log_prob: log pi_old(a|s) of the policy that collected the data (None: the current log-probabilities,
+        detached; the same value at theta = theta_old, the "magic box" of DiCE elsewhere)
+    :param create_graph: keep the graph of the gradient (False for plain adaptation, e.g. at meta-test)
+    :return: theta', name -> tensor
+    """
+    log_prob = functional_log_prob(policy, parameters, observations, actions)
+    reference = log_prob.detach() if old_log_prob is None else old_log_prob
+    ratio = th.exp(log_prob - reference)
+    objective = _weighted_mean(ratio * advantages, weights)
+    names = list(parameters)
+    gradients = th.autograd.grad(objective, [parameters[name] for name in names], create_graph=create_graph, allow_unused=True)
+    return {
+        name: parameters[name] + inner_lr * gradient if gradient is not None else parameters[name]
+        for name, gradient in zip(names, gradients, strict=True)
+    }
+
+
+@dataclass
+class SampleSet:
+    """
+    One task's samples for :func:`inner_step` or :class:`MAMLSurrogate`.
+
+    :param observations: states, (n, *obs_shape)
+    :param actions: actions, (n, *action_shape) (int64 (n,) for Discrete)
+    :param advantages: penalised advantages X = A - w.A_c, (n,)
+    :param weights: sample weights (n,) (None: 1/n each, the sample mean; exact expectations in the tabular tests)
+    :param old_log_prob: log-probabilities under the policy that collected the data (None: see :func:`inner_step`)
+    """
+
+    observations: th.Tensor
+    actions: th.Tensor
+    advantages: th.Tensor
+    weights: th.Tensor | None = None
+    old_log_prob: th.Tensor | None = None
+
+
+def _weighted_mean(values: th.Tensor, weights: th.Tensor | None) -> th.Tensor:
+    return th.mean(values) if weights is None else th.sum(weights * values)
+
+
+class MAMLSurrogate:
+    """
+    The outer objective of MAML-TRPO as a function of the CURRENT actor parameters phi of ``policy``:
+
+        L(phi) = mean_tau E_{s,a ~ pi_theta'_tau(phi_old)}[ pi_theta'_tau(phi)(a|s) / pi_theta'_tau(phi_old)(a|s) * X_post ]
+
+    with theta'_tau(phi) = :func:`inner_step` on task tau's pre-update data. Its gradient at phi_old is the
+    second-order MAML meta-gradient (through the inner step). Under ``torch.no_grad`` (the line search) it is
+    evaluated without building the second-order graph.
+
+    :param policy: the meta-policy pi_phi, whose actor parameters move
+    :param inner_data: per task, the pre-update data (with ``old_log_prob`` of pi_phi_old)
+    :param post_samples: per task, the post-update data and its X_post (``old_log_prob`` is computed here)
+    :param inner_lr: alpha
+    """
+
+    def __init__(
+        self, policy: ActorCriticPolicy, inner_data: Sequence[SampleSet], post_samples: Sequence[SampleSet], inner_lr: float
+    ) -> None:
+        if not inner_data or len(inner_data) != len(post_samples):
+            raise ValueError(
+                f"MAMLSurrogate needs one post-update sample set per task, got {len(inner_data)} and {len(post_samples)}"
+            )
+        self.policy, self.inner_data, self.post_samples, self.inner_lr = policy, list(inner_data), list(post_samples), inner_lr
+        with th.no_grad():
+            self.old_log_probs = [
+                functional_log_prob(policy, adapted, post.observations, post.actions)
+                for adapted, post in zip(self.adapted_parameters(), self.post_samples, strict=True)
+            ]
+
+    def adapted_parameters(self) -> list[dict[str, th.Tensor]]:
+        """:return: theta'_tau(phi) for every task, at the current phi (differentiable when grad mode is on)"""
+        create_graph = th.is_grad_enabled()
+        phi = actor_parameter_dict(self.policy)
+        with th.enable_grad():  # the inner step is a gradient, even inside the line search's no_grad
+            return [
+                inner_step(
+                    self.policy,
+                    phi,
+                    data.observations,
+                    data.actions,
+                    data.advantages,
+                    self.inner_lr,
+                    weights=data.weights,
+                    old_log_prob=data.old_log_prob,
+                    create_graph=create_graph,
+                )
+                for data in self.inner_data
+            ]
+
+    def __call__(self) -> th.Tensor:
+        terms = []
+        grad_enabled = th.is_grad_enabled()
+        for adapted, post, old_log_prob in zip(self.adapted_parameters(), self.post_samples, self.old_log_probs, strict=True):
+            if not grad_enabled:
+                adapted = {name: value.detach() for name, value in adapted.items()}
+            ratio = th.exp(functional_log_prob(self.policy, adapted, post.observations, post.actions) - old_log_prob)
+            terms.append(_weighted_mean(ratio * post.advantages, post.weights))
+        return th.stack(terms).mean()
+
+
+def _mean_kl(policy: BasePolicy, other: BasePolicy, observations: th.Tensor) -> float:
+    """:return: E_s[KL(policy(.|s) || other(.|s))] on the given states"""
+    with th.no_grad():
+        kl = th.distributions.kl_divergence(
+            policy.get_distribution(observations).distribution,  # type: ignore[operator, arg-type]
+            other.get_distribution(observations).distribution,  # type: ignore[operator, arg-type]
+        )
+    return float((kl.sum(dim=-1) if kl.ndim > 1 else kl).mean())
+
+
+class MAMLCostPenalty(OnPolicyMetaAlgorithm):
+    """
+    MAML with cost penalty, the first baseline of Section 6 of "Safe Meta-Reinforcement Learning via
+    Dual-Method-Based Policy Adaptation" (Finn et al. 2017, https://arxiv.org/abs/1703.03400, with the cost
+    folded into the reward: r - w.c).
+
+    One meta-iteration samples ``meta_batch_size`` tasks. For each task: a rollout of the meta-policy pi_phi, its
+    penalised advantages X = A - w.A_c, the inner step theta'(phi) = phi + alpha * grad_phi E[ratio * X] (one
+    policy-gradient step, kept differentiable in phi), and a rollout of pi_theta' on the same task. phi then
+    takes one TRPO step on ``mean_tau E_post[ pi_theta'(phi) / pi_theta'(phi_old) * X_post ]``: the gradient goes
+    through the inner step (second order, by Hessian-vector products), the natural-gradient direction comes from
+    conjugate gradient on the Fisher of the pre-update policy pi_phi (KL bound ``target_kl``, as in MAML-TRPO),
+    and a backtracking line search restores phi when no step improves the objective within the bound.
+
+    There is no constraint anywhere: the cost only enters through the fixed penalty w, so no policy explored at
+    meta-test (pi_phi included) is guaranteed to stay within ``cost_limit`` (the anytime-safety comparison of the
+    paper). ``cost_limit`` is used only to report violations (logs and :class:`MetaTestReport`).
+
+    Timesteps: one meta-iteration uses ``meta_batch_size * 2 * n_steps * n_envs`` environment steps.
+
+    :param policy: the policy model to use (MlpPolicy)
+    :param env: a task environment (see :mod:`sb3_safemeta.common.tasks`), or its registered id
+    :param cost_penalty: w >= 0, the weight of each cost channel in r - w.c (float or one value per channel)
+    :param inner_lr: alpha > 0, step size of the inner policy-gradient step (on normalised advantages by default)
+    :param cost_limit: episode cost limit d (float or per channel), for reporting only; a task's ``"cost_limit"``
+        overrides it
+    :param meta_batch_size: tasks per meta-iteration (paper: 10)
+    :param n_steps: steps per environment per rollout (one rollout per policy per task)
+    :param target_kl: KL bound of the TRPO step on phi (paper: 1e-3)
+    :param cg_max_steps: conjugate-gradient iterations of the TRPO step
+    :param cg_damping: damping of the Fisher-vector product
+    :param line_search_shrinking_factor: step shrink factor of the line search
+    :param line_search_max_iter: line-search iterations
+    :param learning_rate: learning rate of the critics (used with ``advantage_estimator="gae"``)
+    :param batch_size: minibatch size of the critic regression
+    :param n_critic_epochs: critic epochs per rollout (``"gae"`` only)
+    :param gamma: discount factor
+    :param gae_lambda: GAE lambda (``"gae"`` only)
+    :param advantage_estimator: ``"mc"`` (default: Monte-Carlo returns with a per-task linear baseline, as
+        SafeMetaDual and the MAML implementations) or ``"gae"``
+    :param normalize_advantage: centre the penalised advantages X and divide them by their standard deviation,
+        per rollout (inner and outer), as MAML implementations do; it makes ``inner_lr`` independent of the
+        reward scale
+    :param n_costs: number of cost channels (None: from the env or ``cost_limit``)
+    :param stats_window_size: window size for the rollout logging
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments to be passed to the policy on creation
+    :param verbose: verbosity level: 0 no output, 1 info messages, 2 debug messages
+    :param seed: seed for the pseudo random generators and the task sampler; every meta-iteration re-seeds torch
+        and the environments from the task sampler, whose state is saved (as SafeMetaDual)
+    :param device: device (cpu, cuda, ...) on which the code should be run
+    :param _init_setup_model: whether or not to build the network at the creation of the instance
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
+
+    def __init__(
+        self,
+        policy: str | type[MlpPolicy],
+        env: GymEnv | str,
+        cost_penalty: float | list[float] = 1.0,
+        inner_lr: float = 0.1,
+        cost_limit: float | list[float] = 25.0,
+        meta_batch_size: int = 10,
+        n_steps: int = 200,
+        target_kl: float = 1e-3,
+        cg_max_steps: int = 10,
+        cg_damping: float = 0.1,
+        line_search_shrinking_factor: float = 0.8,
+        line_search_max_iter: int = 10,
+        learning_rate: float | Schedule = 1e-3,
+        batch_size: int = 256,
+        n_critic_epochs: int = 5,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.95,
+        advantage_estimator: str = "mc",
+        normalize_advantage: bool = True,
+        n_costs: int | None = None,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ):
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            ent_coef=0.0,
+            vf_coef=1.0,
+            max_grad_norm=0.5,
+            use_sde=False,
+            sde_sample_freq=-1,
+            cost_limit=cost_limit,
+            n_costs=n_costs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+            _init_setup_model=False,
+            supported_action_spaces=(spaces.Box, spaces.Discrete),
+        )
+        if advantage_estimator not in ADVANTAGE_ESTIMATORS:
+            raise ValueError(f"advantage_estimator must be one of {ADVANTAGE_ESTIMATORS}, got {advantage_estimator!r}")
+        self.cost_penalty = as_cost_vector(cost_penalty, self.n_costs, "cost_penalty", allow_negative=False)
+        self.inner_lr = check_positive(inner_lr, "inner_lr")
+        self.meta_batch_size = int(check_positive(meta_batch_size, "meta_batch_size"))
+        self.target_kl = check_positive(target_kl, "target_kl")
+        self.cg_max_steps = int(check_positive(cg_max_steps, "cg_max_steps"))
+        self.cg_damping = check_positive(cg_damping, "cg_damping", strict=False)
+        self.line_search_shrinking_factor = check_positive(line_search_shrinking_factor, "line_search_shrinking_factor")
+        if self.line_search_shrinking_factor >= 1.0:
+            raise ValueError(f"line_search_shrinking_factor must be in (0, 1), got {line_search_shrinking_factor!r}")
+        self.line_search_max_iter = int(check_positive(line_search_max_iter, "line_search_max_iter"))
+        self.batch_size = int(check_positive(batch_size, "batch_size"))
+        self.n_critic_epochs = int(check_positive(n_critic_epochs, "n_critic_epochs", strict=False))
+        self.advantage_estimator = advantage_estimator
+        self.normalize_advantage = bool(normalize_advantage)
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        # pi_theta' of the task being adapted: same architecture, actor weights set to theta'(phi) per task
+        self.adapted_policy = copy.deepcopy(self.policy)
+        self.critic_optimizer = self._critic_optimizer(self.policy)
+
+    # ------------------------------------------------------------------ data
+    def penalised_advantages(self, rollout: RolloutData) -> th.Tensor:
+        """
+        :param rollout: one rollout
+        :return: X = A - w.A_c of its samples (centred and divided by their std when ``normalize_advantage``), (n,)
+        """
+        penalised = rollout.advantages.astype(np.float64) - rollout.cost_advantages.astype(np.float64) @ self.cost_penalty
+        if self.normalize_advantage:
+            penalised = (penalised - penalised.mean()) / (penalised.std() + 1e-8)
+        return th.as_tensor(penalised, dtype=th.float32, device=self.device)
+
+    def _inner_data(self, rollout: RolloutData, policy: ActorCriticPolicy) -> SampleSet:
+        """:return: the rollout's samples, X and the log-probabilities of ``policy`` (which collected it)"""
+        batch = rollout.to_batch(self.device)
+        with th.no_grad():
+            old_log_prob = policy.get_distribution(batch.observations).log_prob(batch.actions)
+        return SampleSet(batch.observations, batch.actions, self.penalised_advantages(rollout), old_log_prob=old_log_prob)
+
+    def _load_actor(self, target: ActorCriticPolicy, parameters: dict[str, th.Tensor]) -> None:
+        """Copy actor parameters (e.g. theta') into ``target`` (a policy of the same architecture)."""
+        with th.no_grad():
+            for name, value in parameters.items():
+                target.get_parameter(name).copy_(value)
+
+    # ------------------------------------------------------------------ training
+    def _meta_iteration(self, callback: BaseCallback) -> bool:
+        """One meta-iteration of MAML-TRPO over a batch of tasks. :return: False if a callback stopped training"""
+        start = time.time()
+        tasks = self.sample_tasks(self.meta_batch_size)
+        self._seed_iteration()
+        phi = actor_parameter_dict(self.policy)
+        meta_rollouts: list[RolloutData] = []
+        adapted_rollouts: list[RolloutData] = []
+        inner_data: list[SampleSet] = []
+        inner_kls: list[float] = []
+        for task in tasks:
+            # pre-update data of pi_phi, then the inner step theta' = phi + alpha * grad E[ratio X]
+            meta_rollout = self._collect(self.policy, task, callback, self.critic_optimizer)
+            if meta_rollout is None:
+                return False
+            data = self._inner_data(meta_rollout, self.policy)
+            adapted = inner_step(
+                self.policy, phi, data.observations, data.actions, data.advantages, self.inner_lr, create_graph=False
+            )
+            self._load_actor(self.adapted_policy, adapted)
+            with th.no_grad():  # E_s[KL(pi_phi || pi_theta')] on the pre-update states
+                inner_kls.append(_mean_kl(self.policy, self.adapted_policy, data.observations))
+            # post-update data of pi_theta' on the same task
+            adapted_rollout = self._collect(self.adapted_policy, task, callback, self.critic_optimizer)
+            if adapted_rollout is None:
+                return False
+            meta_rollouts.append(meta_rollout)
+            adapted_rollouts.append(adapted_rollout)
+            inner_data.append(data)
+
+        step = self._meta_step(inner_data, adapted_rollouts, meta_rollouts)
+
+        limits = [task_cost_limit(task, self.cost_limit, self.n_costs) for task in tasks]
+        pairs = zip(meta_rollouts, limits, strict=True)
+        violating = sum(bool(np.any(rollout.episode_cost > limit)) for rollout, limit in pairs)
+        self.logger.record("meta/cost_step", 0)  # the baseline has no cost step (kept for tools that read SafeMetaDual's logs)
+        self.logger.record("meta/violating_tasks", violating)
+        self.logger.record("meta/meta_policy_return", safe_mean([r.episode_return for r in meta_rollouts]))
+        self.logger.record("meta/meta_policy_cost_max", float(np.max([r.episode_cost[0] for r in meta_rollouts])))
+        self.logger.record("meta/meta_policy_cost_mean", float(np.mean([r.episode_cost[0] for r in meta_rollouts])))
+        self.logger.record("meta/adapted_return", safe_mean([r.episode_return for r in adapted_rollouts]))
+        self.logger.record("meta/adapted_cost_max", float(np.max([r.episode_cost[0] for r in adapted_rollouts])))
+        self.logger.record("meta/adapted_cost_mean", float(np.mean([r.episode_cost[0] for r in adapted_rollouts])))
+        self.logger.record("meta/adaptation_kl", float(np.mean(inner_kls)))
+        self.logger.record("train/is_line_search_success", int(step.success))
+        self.logger.record("train/kl", step.kl)
+        self.logger.record("train/improvement", step.improvement)
+        self.logger.record("train/gradient_norm", step.gradient_norm)
+        self.logger.record("time/meta_iteration_seconds", time.time() - start)
+        self._n_updates += 1
+        return True
+
+    def _meta_step(
+        self, inner_data: list[SampleSet], adapted_rollouts: list[RolloutData], meta_rollouts: list[RolloutData]
+    ) -> TrustRegionResult:
+        """The outer TRPO step on phi, through the inner step; trust region on the pre-update policy pi_phi."""
+        post_samples = []
+        for rollout in adapted_rollouts:
+            batch = rollout.to_batch(self.device)
+            post_samples.append(SampleSet(batch.observations, batch.actions, self.penalised_advantages(rollout)))
+        return trust_region_step(
+            self.policy.actor_parameters(),  # type: ignore[operator]
+            MAMLSurrogate(self.policy, inner_data, post_samples, self.inner_lr),
+            MeanKL(self.policy, self._trust_region_states(meta_rollouts)),
+            max_kl=self.target_kl,
+            cg_max_steps=self.cg_max_steps,
+            cg_damping=self.cg_damping,
+            shrinking_factor=self.line_search_shrinking_factor,
+            max_backtracks=self.line_search_max_iter,
+        )
+
+    # ------------------------------------------------------------------ meta-test
+    def meta_test(
+        self,
+        n_tasks: int = 20,
+        n_adapt_steps: int = 20,
+        tasks: list[Task] | None = None,
+        seed: int = 10_000,
+        save_path: str | pathlib.Path | None = None,
+        verbose: int = 0,
+    ) -> MetaTestReport:
+        """
+        Adapt the meta-policy to unseen tasks as MAML does: pi_[0] = pi_phi, pi_[k+1] = pi_[k] + one plain inner
+        policy-gradient step on r - w.c (step ``inner_lr``, no safety mechanism), recording the episode return
+        and cost of every pi_[k] (the report of :meth:`SafeMetaDual.meta_test <sb3_safemeta.SafeMetaDual.meta_test>`).
+
+        :param n_tasks: number of test tasks (ignored when ``tasks`` is given)
+        :param n_adapt_steps: K, adaptation steps per task
+        :param tasks: explicit test tasks
+        :param seed: seed of the test-task draw (distinct from training draws) and of the rollouts
+        :param save_path: if given, write ``<save_path>.csv/.json`` and ``<save_path>.png``
+        :param verbose: print one line per task
+        :return: the anytime-safety report
+        """
+        self._check_meta_test(n_adapt_steps)
+        tasks = tasks if tasks is not None else self.sample_tasks(n_tasks, seed=seed)
+        policy = copy.deepcopy(self.policy)
+
+        def adaptation_chain(task: Task, cost_limit: np.ndarray) -> Iterator[RolloutData]:
+            policy.load_state_dict(self.policy.state_dict())
+            for step in range(n_adapt_steps + 1):
+                rollout = self._collect(policy, task, callback)  # no critic refit: the critics are phi's
+                assert rollout is not None  # the meta-test callback never stops
+                yield rollout
+                if step < n_adapt_steps:
+                    data = self._inner_data(rollout, policy)
+                    adapted = inner_step(
+                        policy,
+                        actor_parameter_dict(policy),
+                        data.observations,
+                        data.actions,
+                        data.advantages,
+                        self.inner_lr,
+                        create_graph=False,
+                    )
+                    self._load_actor(policy, adapted)
+
+        with self._off_the_record(seed) as callback:
+            return self._run_meta_test(tasks, n_adapt_steps, adaptation_chain, save_path, verbose)
+
+    # ------------------------------------------------------------------ SB3 plumbing
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "adapted_policy"]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        return ["policy", "critic_optimizer"], []

@@ -1,0 +1,399 @@
+"""
+The meta-CRPO baseline (Khattar et al. 2023, "A CMDP-within-online framework for meta-safe reinforcement
+learning"; Section 6 of the paper): every task is solved by CRPO (Xu et al. 2021, "CRPO: a new approach for
+safe reinforcement learning with convergence guarantee") started from the meta-policy, and the meta-policy
+is moved towards the task policies so that its average distance to them shrinks. Nothing in the
+meta-training makes the meta-policy itself safe (no safe meta-training stage), and CRPO only reacts to a
+violation after it has measured it: both are what the paper's anytime-safety comparison is about.
+"""
+
+from __future__ import annotations
+
+import copy
+import pathlib
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, Schedule
+from stable_baselines3.common.utils import safe_mean
+from torch import nn
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+from sb3_safemeta.common.evaluation import MetaTestReport
+from sb3_safemeta.common.meta_algorithm import OnPolicyMetaAlgorithm
+from sb3_safemeta.common.meta_gradient import ImportanceWeightedSurrogate, MeanKL
+from sb3_safemeta.common.parametric_adaptation import AdaptationBatch
+from sb3_safemeta.common.rollout_data import ADVANTAGE_ESTIMATORS, RolloutData
+from sb3_safemeta.common.tasks import Task, task_cost_limit
+from sb3_safemeta.common.trust_region import TrustRegionResult, trust_region_step
+from sb3_safemeta.common.validation import as_cost_vector, check_positive
+from sb3_safemeta.meta_crpo.policies import MlpPolicy
+
+__all__ = ["CRPOStepResult", "MetaCRPO", "average_distance_update", "crpo_step"]
+
+
+# ---------------------------------------------------------------------------------------------- one CRPO step
+@dataclass(frozen=True)
+class CRPOStepResult:
+    """
+    :param cost_step: True if the step decreased a violated cost, False if it increased the reward
+    :param channel: the cost channel the step decreased (the most violated one), -1 for a reward step
+    :param excess: Jc_i - d_i - eta_tol_i of every channel at the policy before the step, (p,)
+    :param trust_region: what the TRPO step did (line-search success, KL, surrogate improvement)
+    """
+
+    cost_step: bool
+    channel: int
+    excess: np.ndarray
+    trust_region: TrustRegionResult
+
+
+def crpo_step(
+    policy: ActorCriticPolicy,
+    parameters: Sequence[nn.Parameter],
+    batch: AdaptationBatch,
+    cost_estimate: Any,
+    cost_limit: Any,
+    eta_tol: Any = 0.0,
+    max_kl: float = 0.01,
+    cg_max_steps: int = 10,
+    cg_damping: float = 0.1,
+    shrinking_factor: float = 0.8,
+    max_backtracks: int = 10,
+) -> CRPOStepResult:
+    """
+    One CRPO step (Xu et al. 2021, Algorithm 1) on data collected with ``policy``, in place.
+
+    If some constraint is violated beyond the tolerance, Jc_i > d_i + eta_tol_i, the step DEcreases the cost of
+    the most violated channel i (largest Jc_i - d_i - eta_tol_i); otherwise it increases the reward. Either way
+    it is a TRPO step (natural gradient by conjugate gradient on the Fisher of the mean KL over the batch's
+    states, scaled to ``max_kl``, backtracking line search) on the importance-weighted surrogate
+    ``E_batch[(pi(a|s) / pi_old(a|s)) A(s, a)]`` (or ``-E[ratio A_ci]``), whose gradient at the current
+    parameters is the policy gradient of J (or of -Jc_i) up to the factor 1 / (1 - gamma).
+
+    :param policy: the policy that collected ``batch``; its ``parameters`` move
+    :param parameters: the actor's parameters (never a critic)
+    :param batch: samples with weights summing to one (uniform for a rollout, the exact visitation
+        nu(s) pi(a|s) over every (s, a) pair on a tabular CMDP)
+    :param cost_estimate: the estimate of Jc(pi), (p,), in the units of ``cost_limit``
+    :param cost_limit: d, (p,)
+    :param eta_tol: tolerance eta of the constraint check, >= 0, float or (p,)
+    :param max_kl: KL bound of the step
+    :param cg_max_steps: conjugate-gradient iterations
+    :param cg_damping: damping of the Fisher-vector product
+    :param shrinking_factor: step shrink factor of the line search
+    :param max_backtracks: line-search iterations
+    :return: which branch was taken and what the TRPO step did
+    """
+    n_costs = batch.cost_advantages.shape[1]
+    estimate = as_cost_vector(cost_estimate, n_costs, "cost_estimate")
+    limit = as_cost_vector(cost_limit, n_costs, "cost_limit")
+    tolerance = as_cost_vector(eta_tol, n_costs, "eta_tol", allow_negative=False)
+    excess = estimate - limit - tolerance
+    cost_step = bool(np.any(excess > 0))
+    channel = int(np.argmax(excess)) if cost_step else -1
+    signal = batch.cost_advantages[:, channel] if cost_step else batch.advantages
+    # mean over the n samples of ratio * (n w A) = sum_k w_k ratio_k A_k: the weighted expectation
+    weights = (len(signal) * batch.weights * signal).float()
+    surrogate = ImportanceWeightedSurrogate(
+        policy, [(batch.observations, batch.actions, weights)], sign=-1.0 if cost_step else 1.0
+    )
+    step = trust_region_step(
+        parameters,
+        surrogate,
+        MeanKL(policy, batch.observations),
+        max_kl=max_kl,
+        cg_max_steps=cg_max_steps,
+        cg_damping=cg_damping,
+        shrinking_factor=shrinking_factor,
+        max_backtracks=max_backtracks,
+    )
+    return CRPOStepResult(cost_step, channel, excess, step)
+
+
+def average_distance_update(phi: th.Tensor, task_parameters: Sequence[th.Tensor], meta_lr: float) -> th.Tensor:
+    """
+    The meta-update of meta-CRPO: one gradient step of size ``meta_lr`` on the average squared Euclidean
+    distance ``mean_tau 1/2 ||phi - theta_tau||^2``, i.e. ``phi + meta_lr * mean_tau (theta_tau - phi)``
+    (the Reptile update, Nichol et al. 2018). ``meta_lr = 1`` lands on the minimiser, the mean of the
+    theta_tau.
+
+    :param phi: the meta-parameters, a flat vector
+    :param task_parameters: the task parameters theta_tau, flat vectors of the shape of ``phi``
+    :param meta_lr: step size in (0, 1]
+    :return: the new meta-parameters (``phi`` itself is not modified)
+    """
+    if not task_parameters:
+        raise ValueError("average_distance_update needs at least one task parameter vector")
+    if not 0.0 < meta_lr <= 1.0:
+        raise ValueError(f"meta_lr must be in (0, 1], got {meta_lr!r}")
+    for theta in task_parameters:
+        if theta.shape != phi.shape:
+            raise ValueError(f"task parameters of shape {tuple(theta.shape)} do not match phi's {tuple(phi.shape)}")
+    differences = th.stack([theta - phi for theta in task_parameters])
+    return phi + meta_lr * differences.mean(dim=0)
+
+
+# ---------------------------------------------------------------------------------------------- the algorithm
+class MetaCRPO(OnPolicyMetaAlgorithm):
+    """
+    meta-CRPO, the baseline of Khattar et al. (2023) in the paper's comparison (Section 6): per task, CRPO
+    (Xu et al. 2021) from the meta-policy; the meta-policy minimises the average distance to the task policies.
+
+    One meta-iteration samples ``meta_batch_size`` tasks. For each task the task policy starts as a copy of
+    pi_phi and takes ``n_inner_steps`` CRPO steps (:func:`crpo_step`), each on a fresh rollout of the current
+    task policy: a TRPO step (KL bound ``adapt_kl``) that decreases the most violated cost when the rollout's
+    episode cost exceeds d + ``eta_tol``, else one that increases the reward. The final task parameters theta_tau
+    are kept, and phi <- phi + ``meta_lr`` * mean_tau (theta_tau - phi) (:func:`average_distance_update`).
+
+    Distance: the Euclidean distance of the policy parameters (actor and critics; with
+    ``advantage_estimator="mc"`` the critics never move). The paper describes the meta-update of meta-CRPO as
+    the meta-policy "that has the minimal average distance to the task-specific policies"; the Euclidean
+    distance makes the minimiser the mean of the theta_tau and its gradient step the Reptile update, costs
+    nothing beyond the task policies, and matches the geometry of the task steps locally (each CRPO step has
+    KL(pi_old || pi_new) <= ``adapt_kl``, and for small steps that KL is a quadratic form 1/2 dtheta^T F dtheta
+    in the same parameters). A policy-space distance (e.g. an average KL) would need a barycentre fit per
+    iteration, which has no closed form for state-dependent Gaussian policies.
+
+    There is no safe meta-training stage: nothing constrains pi_phi (it is not checked against the training
+    tasks' limits before it is adapted), and at meta-test the chain pi_[0] = pi_phi, pi_[k+1] = CRPO(pi_[k])
+    explores with any policy CRPO produces; a violation is corrected only after it has been measured.
+
+    Timesteps: one meta-iteration uses ``meta_batch_size * n_inner_steps * n_steps * n_envs`` environment steps.
+
+    :param policy: the policy model to use (MlpPolicy)
+    :param env: a task environment (see :mod:`sb3_safemeta.common.tasks`), or its registered id
+    :param cost_limit: episode cost limit d (float or per channel); a task's ``"cost_limit"`` overrides it
+    :param eta_tol: tolerance eta of CRPO's constraint check (float or per channel, >= 0): a cost step is taken
+        when Jc_i > d_i + eta_tol_i (Xu et al. 2021)
+    :param meta_batch_size: tasks per meta-iteration
+    :param n_inner_steps: CRPO steps per task in meta-training (one rollout each)
+    :param meta_lr: step size of the meta-update, in (0, 1] (1: phi becomes the mean of the task parameters)
+    :param n_steps: steps per environment per rollout
+    :param adapt_kl: KL bound of every CRPO step (meta-training and meta-test)
+    :param cg_max_steps: conjugate-gradient iterations of a CRPO step
+    :param cg_damping: damping of the Fisher-vector product
+    :param line_search_shrinking_factor: step shrink factor of the line search
+    :param line_search_max_iter: line-search iterations
+    :param learning_rate: learning rate of the critics (used with ``advantage_estimator="gae"``)
+    :param batch_size: minibatch size of the critic regression
+    :param n_critic_epochs: critic epochs per rollout (``"gae"`` only)
+    :param gamma: discount factor
+    :param gae_lambda: GAE lambda (``"gae"`` only)
+    :param advantage_estimator: ``"mc"`` (default, as SafeMetaDual: Monte-Carlo returns and a per-task linear
+        baseline) or ``"gae"`` (each task policy fits its own copy of the meta-policy's critics)
+    :param n_costs: number of cost channels (None: from the env or ``cost_limit``)
+    :param stats_window_size: window size for the rollout logging
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments to be passed to the policy on creation
+    :param verbose: verbosity level: 0 no output, 1 info messages, 2 debug messages
+    :param seed: seed for the pseudo random generators and the task sampler; every meta-iteration re-seeds
+        torch, numpy and the environments from the task sampler, whose state is saved (as in SafeMetaDual)
+    :param device: device (cpu, cuda, ...) on which the code should be run
+    :param _init_setup_model: whether or not to build the network at the creation of the instance
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
+
+    def __init__(
+        self,
+        policy: str | type[MlpPolicy],
+        env: GymEnv | str,
+        cost_limit: float | list[float] = 25.0,
+        eta_tol: float | list[float] = 0.0,
+        meta_batch_size: int = 10,
+        n_inner_steps: int = 1,
+        meta_lr: float = 1.0,
+        n_steps: int = 200,
+        adapt_kl: float = 0.01,
+        cg_max_steps: int = 10,
+        cg_damping: float = 0.1,
+        line_search_shrinking_factor: float = 0.8,
+        line_search_max_iter: int = 10,
+        learning_rate: float | Schedule = 1e-3,
+        batch_size: int = 256,
+        n_critic_epochs: int = 5,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.95,
+        advantage_estimator: str = "mc",
+        n_costs: int | None = None,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ):
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            ent_coef=0.0,
+            vf_coef=1.0,
+            max_grad_norm=0.5,
+            use_sde=False,
+            sde_sample_freq=-1,
+            cost_limit=cost_limit,
+            n_costs=n_costs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+            _init_setup_model=False,
+            supported_action_spaces=(spaces.Box, spaces.Discrete),
+        )
+        if advantage_estimator not in ADVANTAGE_ESTIMATORS:
+            raise ValueError(f"advantage_estimator must be one of {ADVANTAGE_ESTIMATORS}, got {advantage_estimator!r}")
+        self.eta_tol = as_cost_vector(eta_tol, self.n_costs, "eta_tol", allow_negative=False)
+        self.meta_batch_size = int(check_positive(meta_batch_size, "meta_batch_size"))
+        self.n_inner_steps = int(check_positive(n_inner_steps, "n_inner_steps"))
+        meta_lr = check_positive(meta_lr, "meta_lr")
+        if meta_lr > 1.0:
+            raise ValueError(f"meta_lr must be in (0, 1] (1: phi becomes the mean of the task parameters), got {meta_lr!r}")
+        self.meta_lr = meta_lr
+        self.adapt_kl = check_positive(adapt_kl, "adapt_kl")
+        self.cg_max_steps = int(check_positive(cg_max_steps, "cg_max_steps"))
+        self.cg_damping = check_positive(cg_damping, "cg_damping", strict=False)
+        self.line_search_shrinking_factor = check_positive(line_search_shrinking_factor, "line_search_shrinking_factor")
+        if self.line_search_shrinking_factor >= 1.0:
+            raise ValueError(f"line_search_shrinking_factor must be in (0, 1), got {line_search_shrinking_factor!r}")
+        self.line_search_max_iter = int(check_positive(line_search_max_iter, "line_search_max_iter"))
+        self.batch_size = int(check_positive(batch_size, "batch_size"))
+        self.n_critic_epochs = int(check_positive(n_critic_epochs, "n_critic_epochs", strict=False))
+        self.advantage_estimator = advantage_estimator
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        # theta_tau of the task being solved: same architecture, weights copied from phi per task
+        self.task_policy = copy.deepcopy(self.policy)
+
+    def step_on_rollout(self, policy: BasePolicy, rollout: RolloutData, cost_limit: np.ndarray) -> CRPOStepResult:
+        """
+        One CRPO step of ``policy`` on its own rollout (:func:`crpo_step` with this model's hyper-parameters).
+
+        :param policy: the task policy that collected ``rollout``
+        :param rollout: its rollout on the task
+        :param cost_limit: the task's limit d, (p,)
+        :return: which branch was taken and what the TRPO step did
+        """
+        return crpo_step(
+            policy,  # type: ignore[arg-type]
+            policy.actor_parameters(),  # type: ignore[operator]
+            rollout.to_batch(self.device),
+            rollout.episode_cost,
+            cost_limit,
+            eta_tol=self.eta_tol,
+            max_kl=self.adapt_kl,
+            cg_max_steps=self.cg_max_steps,
+            cg_damping=self.cg_damping,
+            shrinking_factor=self.line_search_shrinking_factor,
+            max_backtracks=self.line_search_max_iter,
+        )
+
+    # ------------------------------------------------------------------ training
+    def _meta_iteration(self, callback: BaseCallback) -> bool:
+        """
+        One meta-iteration: CRPO from phi on every task of a batch, then the average-distance update.
+
+        :return: False if a callback stopped training
+        """
+        start = time.time()
+        tasks = self.sample_tasks(self.meta_batch_size)
+        self._seed_iteration()
+        phi = parameters_to_vector(self.policy.parameters()).detach().clone()
+        task_parameters: list[th.Tensor] = []
+        meta_rollouts: list[RolloutData] = []  # the first rollout of every task: pi_phi's
+        adapted_rollouts: list[RolloutData] = []  # rollouts of task policies after at least one CRPO step
+        steps: list[CRPOStepResult] = []
+        for task in tasks:
+            limit = task_cost_limit(task, self.cost_limit, self.n_costs)
+            self.task_policy.load_state_dict(self.policy.state_dict())
+            critic_optimizer = self._critic_optimizer(self.task_policy)
+            for inner_step in range(self.n_inner_steps):
+                rollout = self._collect(self.task_policy, task, callback, critic_optimizer)
+                if rollout is None:
+                    return False
+                (adapted_rollouts if inner_step else meta_rollouts).append(rollout)
+                steps.append(self.step_on_rollout(self.task_policy, rollout, limit))
+            task_parameters.append(parameters_to_vector(self.task_policy.parameters()).detach().clone())
+        new_phi = average_distance_update(phi, task_parameters, self.meta_lr)
+        vector_to_parameters(new_phi, self.policy.parameters())
+
+        excesses = np.array([step.excess for step in steps[:: self.n_inner_steps]])  # pi_phi's, one per task
+        accepted = [step.trust_region for step in steps if step.trust_region.success]
+        self.logger.record("meta/crpo_cost_steps", sum(step.cost_step for step in steps))
+        self.logger.record("meta/violating_tasks", int(np.sum(np.any(excesses > 0, axis=1))))
+        self.logger.record("meta/meta_policy_return", safe_mean([r.episode_return for r in meta_rollouts]))
+        self.logger.record("meta/meta_policy_cost_max", float(np.max([r.episode_cost[0] for r in meta_rollouts])))
+        self.logger.record("meta/meta_policy_cost_mean", float(np.mean([r.episode_cost[0] for r in meta_rollouts])))
+        if adapted_rollouts:
+            self.logger.record("meta/adapted_return", safe_mean([r.episode_return for r in adapted_rollouts]))
+            self.logger.record("meta/adapted_cost_max", float(np.max([r.episode_cost[0] for r in adapted_rollouts])))
+        self.logger.record("meta/task_distance", float(np.mean([float((theta - phi).norm()) for theta in task_parameters])))
+        self.logger.record("meta/update_norm", float((new_phi - phi).norm()))
+        self.logger.record("train/is_line_search_success", len(accepted) / len(steps))
+        self.logger.record("train/kl", float(np.mean([step.kl for step in accepted])) if accepted else 0.0)
+        self.logger.record("train/gradient_norm", float(np.mean([step.trust_region.gradient_norm for step in steps])))
+        self.logger.record("time/meta_iteration_seconds", time.time() - start)
+        self._n_updates += 1
+        return True
+
+    # ------------------------------------------------------------------ meta-test
+    def meta_test(
+        self,
+        n_tasks: int = 20,
+        n_adapt_steps: int = 20,
+        tasks: list[Task] | None = None,
+        seed: int = 10_000,
+        save_path: str | pathlib.Path | None = None,
+        verbose: int = 0,
+    ) -> MetaTestReport:
+        """
+        Adapt the meta-policy to unseen tasks by CRPO: pi_[0] = pi_phi, pi_[k+1] = CRPO(pi_[k]) on a rollout of
+        pi_[k] (K + 1 rollouts and K steps per task). The meta-policy is left untouched.
+
+        :param n_tasks: number of test tasks (ignored when ``tasks`` is given)
+        :param n_adapt_steps: K, CRPO steps per task
+        :param tasks: explicit test tasks
+        :param seed: seed of the test-task draw (distinct from training draws) and of the meta-test's rollouts
+        :param save_path: if given, write ``<save_path>.csv/.json`` and ``<save_path>.png``
+        :param verbose: print one line per task
+        :return: the anytime-safety report (mean episode return and cost of every explored policy pi_[k])
+        """
+        self._check_meta_test(n_adapt_steps)
+        tasks = tasks if tasks is not None else self.sample_tasks(n_tasks, seed=seed)
+
+        def adaptation_chain(task: Task, cost_limit: np.ndarray) -> Iterator[RolloutData]:
+            self.task_policy.load_state_dict(self.policy.state_dict())
+            critic_optimizer = self._critic_optimizer(self.task_policy)
+            for step in range(n_adapt_steps + 1):
+                rollout = self._collect(self.task_policy, task, callback, critic_optimizer)
+                assert rollout is not None  # the meta-test callback never stops
+                yield rollout
+                if step < n_adapt_steps:
+                    self.step_on_rollout(self.task_policy, rollout, cost_limit)
+
+        with self._off_the_record(seed) as callback:
+            return self._run_meta_test(tasks, n_adapt_steps, adaptation_chain, save_path, verbose)
+
+    # ------------------------------------------------------------------ SB3 plumbing
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "task_policy"]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        return ["policy"], []
