@@ -27,10 +27,15 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import safe_mean
-from torch import nn
-from torch.func import functional_call
 
 from sb3_safemeta.common.evaluation import MetaTestReport
+from sb3_safemeta.common.functional_policy import (
+    actor_parameter_dict,
+    functional_log_prob,
+    load_actor_parameters,
+    mean_kl,
+    weighted_mean,
+)
 from sb3_safemeta.common.meta_algorithm import OnPolicyMetaAlgorithm
 from sb3_safemeta.common.meta_gradient import MeanKL
 from sb3_safemeta.common.rollout_data import ADVANTAGE_ESTIMATORS, RolloutData
@@ -39,57 +44,10 @@ from sb3_safemeta.common.trust_region import TrustRegionResult, trust_region_ste
 from sb3_safemeta.common.validation import as_cost_vector, check_positive
 from sb3_safemeta.maml_cost_penalty.policies import MlpPolicy
 
-__all__ = ["MAMLCostPenalty", "MAMLSurrogate", "SampleSet", "actor_parameter_dict", "functional_log_prob", "inner_step"]
+__all__ = ["MAMLCostPenalty", "MAMLSurrogate", "SampleSet", "inner_step"]
 
 
-# ---------------------------------------------------------------------------------------------- functional pieces
-def actor_parameter_dict(policy: ActorCriticPolicy) -> dict[str, th.Tensor]:
-    """
-    :param policy: a policy with ``actor_parameters()`` (``CostActorCriticPolicy``), or any SB3
-        ``ActorCriticPolicy`` (then its action distribution's parameters: features extractor, policy net,
-        action net and ``log_std``)
-    :return: the actor's parameters phi, by their name in ``policy.named_parameters()`` (chosen by identity,
-        never by a name substring, so that no critic head joins the inner or the outer step)
-    """
-    if hasattr(policy, "actor_parameters"):
-        actor = policy.actor_parameters()  # type: ignore[operator]
-    else:
-        modules: list[nn.Module] = [policy.pi_features_extractor, policy.mlp_extractor.policy_net, policy.action_net]
-        actor = [p for module in modules for p in module.parameters()]
-        if isinstance(getattr(policy, "log_std", None), nn.Parameter):
-            actor.append(policy.log_std)
-    chosen = {id(parameter) for parameter in actor}
-    return {name: parameter for name, parameter in policy.named_parameters() if id(parameter) in chosen}
-
-
-class _LogProb(nn.Module):
-    """``forward(obs, actions) = log pi(actions|obs)``: the method ``functional_call`` needs (it calls ``forward``)."""
-
-    def __init__(self, policy: ActorCriticPolicy) -> None:
-        super().__init__()
-        self.policy = policy
-
-    def forward(self, observations: th.Tensor, actions: th.Tensor) -> th.Tensor:
-        return self.policy.get_distribution(observations).log_prob(actions)
-
-
-def functional_log_prob(
-    policy: ActorCriticPolicy, parameters: dict[str, th.Tensor], observations: th.Tensor, actions: th.Tensor
-) -> th.Tensor:
-    """
-    log pi_theta(a|s) with the actor's parameters replaced by ``parameters`` (any tensors, e.g. theta'(phi) with
-    its graph back to phi); the policy's own parameters are left untouched.
-
-    :param policy: the policy that defines the architecture
-    :param parameters: name -> tensor, names of ``policy.named_parameters()`` (see :func:`actor_parameter_dict`)
-    :param observations: (n, *obs_shape)
-    :param actions: (n, *action_shape) (int64 (n,) for Discrete)
-    :return: (n,)
-    """
-    prefixed = {f"policy.{name}": value for name, value in parameters.items()}
-    return functional_call(_LogProb(policy), prefixed, (observations, actions))
-
-
+# ---------------------------------------------------------------------------------------------- inner step
 def inner_step(
     policy: ActorCriticPolicy,
     parameters: dict[str, th.Tensor],
@@ -125,7 +83,7 @@ def inner_step(
     log_prob = functional_log_prob(policy, parameters, observations, actions)
     reference = log_prob.detach() if old_log_prob is None else old_log_prob
     ratio = th.exp(log_prob - reference)
-    objective = _weighted_mean(ratio * advantages, weights)
+    objective = weighted_mean(ratio * advantages, weights)
     names = list(parameters)
     gradients = th.autograd.grad(objective, [parameters[name] for name in names], create_graph=create_graph, allow_unused=True)
     return {
@@ -151,10 +109,6 @@ class SampleSet:
     advantages: th.Tensor
     weights: th.Tensor | None = None
     old_log_prob: th.Tensor | None = None
-
-
-def _weighted_mean(values: th.Tensor, weights: th.Tensor | None) -> th.Tensor:
-    return th.mean(values) if weights is None else th.sum(weights * values)
 
 
 class MAMLSurrogate:
@@ -214,18 +168,8 @@ class MAMLSurrogate:
             if not grad_enabled:
                 adapted = {name: value.detach() for name, value in adapted.items()}
             ratio = th.exp(functional_log_prob(self.policy, adapted, post.observations, post.actions) - old_log_prob)
-            terms.append(_weighted_mean(ratio * post.advantages, post.weights))
+            terms.append(weighted_mean(ratio * post.advantages, post.weights))
         return th.stack(terms).mean()
-
-
-def _mean_kl(policy: BasePolicy, other: BasePolicy, observations: th.Tensor) -> float:
-    """:return: E_s[KL(policy(.|s) || other(.|s))] on the given states"""
-    with th.no_grad():
-        kl = th.distributions.kl_divergence(
-            policy.get_distribution(observations).distribution,  # type: ignore[operator, arg-type]
-            other.get_distribution(observations).distribution,  # type: ignore[operator, arg-type]
-        )
-    return float((kl.sum(dim=-1) if kl.ndim > 1 else kl).mean())
 
 
 class MAMLCostPenalty(OnPolicyMetaAlgorithm):
@@ -380,12 +324,6 @@ class MAMLCostPenalty(OnPolicyMetaAlgorithm):
             old_log_prob = policy.get_distribution(batch.observations).log_prob(batch.actions)
         return SampleSet(batch.observations, batch.actions, self.penalised_advantages(rollout), old_log_prob=old_log_prob)
 
-    def _load_actor(self, target: ActorCriticPolicy, parameters: dict[str, th.Tensor]) -> None:
-        """Copy actor parameters (e.g. theta') into ``target`` (a policy of the same architecture)."""
-        with th.no_grad():
-            for name, value in parameters.items():
-                target.get_parameter(name).copy_(value)
-
     # ------------------------------------------------------------------ training
     def _meta_iteration(self, callback: BaseCallback) -> bool:
         """One meta-iteration of MAML-TRPO over a batch of tasks. :return: False if a callback stopped training"""
@@ -406,9 +344,9 @@ class MAMLCostPenalty(OnPolicyMetaAlgorithm):
             adapted = inner_step(
                 self.policy, phi, data.observations, data.actions, data.advantages, self.inner_lr, create_graph=False
             )
-            self._load_actor(self.adapted_policy, adapted)
+            load_actor_parameters(self.adapted_policy, adapted)
             with th.no_grad():  # E_s[KL(pi_phi || pi_theta')] on the pre-update states
-                inner_kls.append(_mean_kl(self.policy, self.adapted_policy, data.observations))
+                inner_kls.append(mean_kl(self.policy, self.adapted_policy, data.observations))
             # post-update data of pi_theta' on the same task
             adapted_rollout = self._collect(self.adapted_policy, task, callback, self.critic_optimizer)
             if adapted_rollout is None:
@@ -502,7 +440,7 @@ class MAMLCostPenalty(OnPolicyMetaAlgorithm):
                         self.inner_lr,
                         create_graph=False,
                     )
-                    self._load_actor(policy, adapted)
+                    load_actor_parameters(policy, adapted)
 
         with self._off_the_record(seed) as callback:
             return self._run_meta_test(tasks, n_adapt_steps, adaptation_chain, save_path, verbose)

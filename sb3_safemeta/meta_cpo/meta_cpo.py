@@ -1,0 +1,616 @@
+"""
+The meta-CPO baseline (Cho and Sun 2024; Section 6 of the paper): MAML whose inner adaptation is one step of
+Constrained Policy Optimization (Achiam et al. 2017, :func:`~sb3_safemeta.meta_cpo.cpo_step.cpo_step`), with an
+outer TRPO step on the meta-policy that differentiates through that CPO step.
+
+The building blocks are functions of the actor parameters given as tensors, so that the tabular tests run the same
+code as the algorithm:
+
+- :func:`fisher_vector_product`: v -> F(theta) v + damping v, F the Hessian of the mean KL at theta (double
+  backward), differentiable in v with F held constant;
+- :func:`cpo_inner_step`: theta'(phi) = phi + x(g(phi), b(phi), F(phi)), the CPO step on a task's pre-update data;
+- :class:`MetaCPOSurrogate`: the outer objective through the inner step.
+"""
+
+from __future__ import annotations
+
+import copy
+import pathlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, Schedule
+from stable_baselines3.common.utils import safe_mean
+from torch import nn
+from torch.func import functional_call
+
+from sb3_safemeta.common.evaluation import MetaTestReport
+from sb3_safemeta.common.functional_policy import (
+    actor_parameter_dict,
+    functional_log_prob,
+    load_actor_parameters,
+    mean_kl,
+    weighted_mean,
+)
+from sb3_safemeta.common.meta_algorithm import OnPolicyMetaAlgorithm
+from sb3_safemeta.common.meta_gradient import MeanKL
+from sb3_safemeta.common.rollout_data import ADVANTAGE_ESTIMATORS, RolloutData
+from sb3_safemeta.common.tasks import Task, task_cost_limit
+from sb3_safemeta.common.trust_region import TrustRegionResult, trust_region_step
+from sb3_safemeta.common.validation import check_positive
+from sb3_safemeta.meta_cpo.cpo_step import CPOStepResult, cpo_step
+from sb3_safemeta.meta_cpo.policies import MlpPolicy
+
+__all__ = ["META_GRADIENTS", "CPOData", "MetaCPO", "MetaCPOSurrogate", "cpo_inner_step", "fisher_vector_product"]
+
+# "second_order": differentiate through the CPO step; "first_order": its Jacobian taken as the identity
+META_GRADIENTS = ("second_order", "first_order")
+
+
+# ---------------------------------------------------------------------------------------------- functional pieces
+class _Distribution(nn.Module):
+    """``forward(obs)`` = the torch distribution of pi(.|obs): the method ``functional_call`` needs."""
+
+    def __init__(self, policy: ActorCriticPolicy) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, observations: th.Tensor) -> th.distributions.Distribution:
+        return self.policy.get_distribution(observations).distribution  # type: ignore[return-value]
+
+
+def _functional_distribution(
+    policy: ActorCriticPolicy, parameters: dict[str, th.Tensor], observations: th.Tensor
+) -> th.distributions.Distribution:
+    prefixed = {f"policy.{name}": value for name, value in parameters.items()}
+    return functional_call(_Distribution(policy), prefixed, (observations,))
+
+
+def _flat(tensors: Sequence[th.Tensor | None], like: Sequence[th.Tensor]) -> th.Tensor:
+    return th.cat([(t if t is not None else th.zeros_like(ref)).reshape(-1) for t, ref in zip(tensors, like, strict=True)])
+
+
+class _ConstantSymmetricOperator(th.autograd.Function):
+    """v -> M v for a symmetric M held constant: the backward of a product is the product (M^T = M)."""
+
+    @staticmethod
+    def forward(ctx: Any, vector: th.Tensor, product: Callable[[th.Tensor], th.Tensor]) -> th.Tensor:  # type: ignore[override]
+        ctx.product = product
+        return product(vector.detach()).detach()
+
+    @staticmethod
+    def backward(ctx: Any, gradient: th.Tensor) -> tuple[th.Tensor, None]:  # type: ignore[override]
+        return ctx.product(gradient.detach()).detach(), None
+
+
+def fisher_vector_product(
+    policy: ActorCriticPolicy, parameters: dict[str, th.Tensor], observations: th.Tensor, damping: float = 0.1
+) -> Callable[[th.Tensor], th.Tensor]:
+    """
+    The Fisher of the trust region at theta = ``parameters``: F = Hessian over theta2 of E_s[KL(pi_theta || pi_theta2)]
+    at theta2 = theta, times a vector, by double backward (no matrix is formed).
+
+    The product is differentiable in the vector (its backward is the same product, F being symmetric) with F a
+    constant: each product costs one double backward whatever graph the vector carries, so that the conjugate
+    gradient can be unrolled (a product whose graph went back into the vector's would make every iteration
+    traverse the graph of all previous ones).
+
+    :param policy: the policy that defines the architecture (its own parameters are not used)
+    :param parameters: theta, name -> tensor (see
+        :func:`~sb3_safemeta.common.functional_policy.actor_parameter_dict`); read, not differentiated
+    :param observations: the states of the KL
+    :param damping: added to the product (F + damping I) v, as in TRPO
+    :return: v -> (F + damping I) v, flat vectors over the parameters in the order of ``parameters``
+    """
+    with th.enable_grad():
+        second = {name: value.detach().clone().requires_grad_(True) for name, value in parameters.items()}
+        with th.no_grad():
+            reference = _functional_distribution(policy, {n: v.detach() for n, v in parameters.items()}, observations)
+        kl = th.distributions.kl_divergence(reference, _functional_distribution(policy, second, observations))
+        mean_kl = (kl.sum(dim=-1) if kl.ndim > 1 else kl).mean()
+        inputs = list(second.values())
+        kl_gradient = _flat(th.autograd.grad(mean_kl, inputs, create_graph=True, allow_unused=True), inputs)
+
+    def raw_product(vector: th.Tensor) -> th.Tensor:
+        with th.enable_grad():
+            hessian_vector = th.autograd.grad(th.dot(kl_gradient, vector), inputs, retain_graph=True, allow_unused=True)
+        return _flat(hessian_vector, inputs) + damping * vector
+
+    def product(vector: th.Tensor) -> th.Tensor:
+        if vector.requires_grad and th.is_grad_enabled():
+            return _ConstantSymmetricOperator.apply(vector, raw_product)  # type: ignore[no-any-return]
+        return raw_product(vector.detach())
+
+    return product
+
+
+@dataclass
+class CPOData:
+    """
+    One task's data for a CPO step.
+
+    :param observations: states, (n, *obs_shape)
+    :param actions: actions, (n, *action_shape) (int64 (n,) for Discrete)
+    :param advantages: reward advantages A, (n,) (normalised by default in :class:`MetaCPO`)
+    :param cost_advantages: cost advantages A_c of the constrained channel, (n,)
+    :param cost_excess: c = Jc(pi_old) - d, the episode cost of the collecting policy minus the limit
+    :param horizon: H, the factor of E[ratio A_c] in the episode-unit cost surrogate (the mean episode length;
+        1 / (1 - gamma) for discounted quantities): b = H grad E[ratio A_c] is the gradient of Jc in episode units
+    :param weights: sample weights (n,) summing to one (None: 1/n each; exact expectations in the tabular tests)
+    :param old_log_prob: log pi_old(a|s) of the collecting policy (None: the current ones, detached)
+    """
+
+    observations: th.Tensor
+    actions: th.Tensor
+    advantages: th.Tensor
+    cost_advantages: th.Tensor
+    cost_excess: float
+    horizon: float
+    weights: th.Tensor | None = None
+    old_log_prob: th.Tensor | None = None
+
+
+def cpo_inner_step(
+    policy: ActorCriticPolicy,
+    parameters: dict[str, th.Tensor],
+    data: CPOData,
+    max_kl: float,
+    cg_max_steps: int = 10,
+    cg_damping: float = 0.1,
+    create_graph: bool = True,
+    fisher_parameters: dict[str, th.Tensor] | None = None,
+) -> tuple[dict[str, th.Tensor], CPOStepResult]:
+    """
+    The inner step of meta-CPO: theta' = theta + x, x the CPO step (:func:`~sb3_safemeta.meta_cpo.cpo_step.cpo_step`)
+    with g = H grad E[ratio A], b = H grad E[ratio A_c], c = ``data.cost_excess`` and F the Fisher of the KL at theta
+    (+ damping), ratio = pi_theta / pi_old. No line search: the step is the solution of the quadratic approximation.
+
+    With ``create_graph=True`` theta' is a differentiable function of ``parameters``: through g and b (their graph,
+    i.e. Hessian-vector products of the surrogates), the unrolled conjugate gradient and the closed-form dual
+    solution. The Fisher is a constant of that function (taken at ``fisher_parameters``): its derivative, a
+    third-order term of the KL, is not differentiated.
+
+    :param policy: the policy that defines the architecture (its own parameters are not used)
+    :param parameters: theta, name -> tensor
+    :param data: the task's data, collected by pi_old
+    :param max_kl: delta, the KL radius of the step
+    :param cg_max_steps: unrolled conjugate-gradient iterations (per solve: F^-1 g and F^-1 b)
+    :param cg_damping: damping of the Fisher-vector product
+    :param create_graph: keep the graph (False for plain adaptation, e.g. at meta-test or for the first-order
+        meta-gradient)
+    :param fisher_parameters: where F is taken (None: at ``parameters``' values)
+    :return: theta' (name -> tensor) and the step's diagnostics
+    """
+    if not create_graph:  # plain adaptation: differentiate detached copies, return theta' without a graph
+        parameters = {name: value.detach().requires_grad_(True) for name, value in parameters.items()}
+    names = list(parameters)
+    inputs = [parameters[name] for name in names]
+    with th.enable_grad():
+        log_prob = functional_log_prob(policy, parameters, data.observations, data.actions)
+        reference = log_prob.detach() if data.old_log_prob is None else data.old_log_prob
+        ratio = th.exp(log_prob - reference)
+        reward = data.horizon * weighted_mean(ratio * data.advantages, data.weights)
+        cost = data.horizon * weighted_mean(ratio * data.cost_advantages, data.weights)
+        reward_gradient = _flat(
+            th.autograd.grad(reward, inputs, create_graph=create_graph, retain_graph=True, allow_unused=True), inputs
+        )
+        cost_gradient = _flat(th.autograd.grad(cost, inputs, create_graph=create_graph, allow_unused=True), inputs)
+    fisher_at = parameters if fisher_parameters is None else fisher_parameters
+    product = fisher_vector_product(policy, fisher_at, data.observations, cg_damping)
+    result = cpo_step(reward_gradient, cost_gradient, data.cost_excess, max_kl, product, cg_max_steps)
+    step = result.step if create_graph else result.step.detach()
+    adapted, offset = {}, 0
+    for name, value in zip(names, inputs, strict=True):
+        adapted[name] = (value if create_graph else value.detach()) + step[offset : offset + value.numel()].view_as(value)
+        offset += value.numel()
+    return adapted, result
+
+
+@dataclass
+class PostSamples:
+    """
+    One task's post-update samples for :class:`MetaCPOSurrogate`.
+
+    :param observations: states of the adapted policy's rollout
+    :param actions: its actions
+    :param advantages: its reward advantages, (n,)
+    :param weights: sample weights (None: 1/n each)
+    """
+
+    observations: th.Tensor
+    actions: th.Tensor
+    advantages: th.Tensor
+    weights: th.Tensor | None = None
+
+
+class MetaCPOSurrogate:
+    """
+    The outer objective of meta-CPO as a function of the CURRENT actor parameters phi of ``policy``:
+
+        L(phi) = mean_tau E_{s,a ~ pi_theta'_tau(phi_old)}[ pi_theta'_tau(phi)(a|s) / pi_theta'_tau(phi_old)(a|s) A_post ]
+
+    with theta'_tau(phi) = :func:`cpo_inner_step` on task tau's pre-update data (held fixed: the data are not
+    differentiated, as in MAML) and the inner step's Fisher held at phi_old (its derivative is not taken). With
+    ``first_order=True`` theta'_tau(phi) = phi + x_tau(phi) with x_tau(phi) used as a constant (the step's Jacobian
+    is the identity: first-order MAML). Under ``torch.no_grad`` (the line search) it is evaluated without any graph.
+
+    :param policy: the meta-policy pi_phi, whose actor parameters move
+    :param inner_data: per task, the pre-update data (with ``old_log_prob`` of pi_phi_old)
+    :param post_samples: per task, the post-update samples
+    :param max_kl: delta of the inner CPO step
+    :param cg_max_steps: unrolled conjugate-gradient iterations of the inner step
+    :param cg_damping: damping of the inner step's Fisher
+    :param first_order: treat the inner step's Jacobian as the identity
+    """
+
+    def __init__(
+        self,
+        policy: ActorCriticPolicy,
+        inner_data: Sequence[CPOData],
+        post_samples: Sequence[PostSamples],
+        max_kl: float,
+        cg_max_steps: int = 10,
+        cg_damping: float = 0.1,
+        first_order: bool = False,
+    ) -> None:
+        if not inner_data or len(inner_data) != len(post_samples):
+            raise ValueError(
+                f"MetaCPOSurrogate needs one post-update sample set per task, got {len(inner_data)} and {len(post_samples)}"
+            )
+        self.policy, self.inner_data, self.post_samples = policy, list(inner_data), list(post_samples)
+        self.max_kl, self.cg_max_steps, self.cg_damping, self.first_order = max_kl, cg_max_steps, cg_damping, first_order
+        # the inner step's Fisher: at phi_old for every phi (a constant of L, as the data)
+        self.fisher_parameters = {name: value.detach().clone() for name, value in actor_parameter_dict(policy).items()}
+        with th.no_grad():
+            self.old_log_probs = [
+                functional_log_prob(policy, adapted, post.observations, post.actions)
+                for adapted, post in zip(self.adapted_parameters(), self.post_samples, strict=True)
+            ]
+
+    def adapted_parameters(self) -> list[dict[str, th.Tensor]]:
+        """:return: theta'_tau(phi) for every task at the current phi (differentiable when grad mode is on)"""
+        create_graph = th.is_grad_enabled() and not self.first_order
+        phi = actor_parameter_dict(self.policy)
+        adapted = []
+        for data in self.inner_data:
+            if self.first_order and th.is_grad_enabled():
+                # the step's value from detached parameters, added to phi: d theta' / d phi = I
+                values, _ = cpo_inner_step(
+                    self.policy, phi, data, self.max_kl, self.cg_max_steps, self.cg_damping, False, self.fisher_parameters
+                )
+                adapted.append({name: phi[name] + (values[name] - phi[name]).detach() for name in phi})
+            else:
+                theta, _ = cpo_inner_step(
+                    self.policy,
+                    phi,
+                    data,
+                    self.max_kl,
+                    self.cg_max_steps,
+                    self.cg_damping,
+                    create_graph,
+                    self.fisher_parameters,
+                )
+                adapted.append(theta)
+        return adapted
+
+    def __call__(self) -> th.Tensor:
+        terms = []
+        for adapted, post, old_log_prob in zip(self.adapted_parameters(), self.post_samples, self.old_log_probs, strict=True):
+            ratio = th.exp(functional_log_prob(self.policy, adapted, post.observations, post.actions) - old_log_prob)
+            terms.append(weighted_mean(ratio * post.advantages, post.weights))
+        return th.stack(terms).mean()
+
+
+# ---------------------------------------------------------------------------------------------- the algorithm
+class MetaCPO(OnPolicyMetaAlgorithm):
+    """
+    meta-CPO, the baseline of Cho and Sun (2024) in the paper's comparison (Section 6): MAML (Finn et al. 2017,
+    https://arxiv.org/abs/1703.03400) whose inner adaptation is one CPO step (Achiam et al. 2017, "Constrained
+    Policy Optimization", https://arxiv.org/abs/1705.10528).
+
+    One meta-iteration samples ``meta_batch_size`` tasks. For each task: a rollout of pi_phi, the CPO step
+    theta'(phi) = phi + x(g(phi), b(phi)) (quadratic approximation of the task's constrained problem within KL
+    ``inner_kl``, solved through its dual; recovery step when infeasible; :func:`cpo_inner_step`), and a rollout of
+    pi_theta' on the same task. phi then takes one TRPO step on ``mean_tau E_post[ pi_theta'(phi) /
+    pi_theta'(phi_old) * A_post ]`` (:class:`MetaCPOSurrogate`): with ``meta_gradient="second_order"`` the gradient
+    goes through the CPO step (g and b by double backward, the unrolled conjugate gradient with the Fisher held at
+    phi_old, and the closed-form dual), with ``"first_order"`` the step's Jacobian is taken as the identity. The
+    natural-gradient direction uses the Fisher of the pre-update policy pi_phi (KL bound ``target_kl``) and a
+    backtracking line search restores phi when no step improves the objective within the bound.
+
+    Safety: the CPO step keeps the LINEARISED cost of theta' within d (or moves towards it, by the recovery step),
+    but the meta-policy pi_phi itself is unconstrained (nothing checks it against d) and the linearisation
+    may be wrong for a step of KL ``inner_kl``: no explored policy is guaranteed within d.
+
+    One cost channel (CPO's single constraint): ``n_costs`` must be 1.
+
+    Timesteps: one meta-iteration uses ``meta_batch_size * 2 * n_steps * n_envs`` environment steps.
+
+    :param policy: the policy model to use (MlpPolicy)
+    :param env: a task environment (see :mod:`sb3_safemeta.common.tasks`), or its registered id
+    :param cost_limit: episode cost limit d; a task's ``"cost_limit"`` overrides it
+    :param inner_kl: delta, the KL radius of the CPO step (meta-training and meta-test)
+    :param meta_gradient: ``"second_order"`` (default: through the CPO step, as the paper describes meta-CPO) or
+        ``"first_order"`` (the step's Jacobian taken as the identity; cheaper)
+    :param meta_batch_size: tasks per meta-iteration
+    :param n_steps: steps per environment per rollout (one rollout per policy per task)
+    :param target_kl: KL bound of the outer TRPO step on phi (paper: 1e-3)
+    :param inner_cg_max_steps: unrolled conjugate-gradient iterations of the CPO step
+    :param cg_max_steps: conjugate-gradient iterations of the outer TRPO step
+    :param cg_damping: damping of both Fisher-vector products
+    :param line_search_shrinking_factor: step shrink factor of the outer line search
+    :param line_search_max_iter: outer line-search iterations
+    :param learning_rate: learning rate of the critics (used with ``advantage_estimator="gae"``)
+    :param batch_size: minibatch size of the critic regression
+    :param n_critic_epochs: critic epochs per rollout (``"gae"`` only)
+    :param gamma: discount factor
+    :param gae_lambda: GAE lambda (``"gae"`` only)
+    :param advantage_estimator: ``"mc"`` (default: Monte-Carlo returns with a per-task linear baseline) or ``"gae"``
+    :param normalize_advantage: centre the REWARD advantages and divide them by their std per rollout (the cost
+        advantages keep their episode units, since the constraint compares b^T x with c = Jc - d)
+    :param n_costs: number of cost channels (None: from the env or ``cost_limit``); must be 1
+    :param stats_window_size: window size for the rollout logging
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments to be passed to the policy on creation
+    :param verbose: verbosity level: 0 no output, 1 info messages, 2 debug messages
+    :param seed: seed for the pseudo random generators and the task sampler; every meta-iteration re-seeds torch
+        and the environments from the task sampler, whose state is saved (as SafeMetaDual)
+    :param device: device (cpu, cuda, ...) on which the code should be run
+    :param _init_setup_model: whether or not to build the network at the creation of the instance
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
+
+    def __init__(
+        self,
+        policy: str | type[MlpPolicy],
+        env: GymEnv | str,
+        cost_limit: float | list[float] = 25.0,
+        inner_kl: float = 0.01,
+        meta_gradient: str = "second_order",
+        meta_batch_size: int = 10,
+        n_steps: int = 200,
+        target_kl: float = 1e-3,
+        inner_cg_max_steps: int = 10,
+        cg_max_steps: int = 10,
+        cg_damping: float = 0.1,
+        line_search_shrinking_factor: float = 0.8,
+        line_search_max_iter: int = 10,
+        learning_rate: float | Schedule = 1e-3,
+        batch_size: int = 256,
+        n_critic_epochs: int = 5,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.95,
+        advantage_estimator: str = "mc",
+        normalize_advantage: bool = True,
+        n_costs: int | None = None,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ):
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            ent_coef=0.0,
+            vf_coef=1.0,
+            max_grad_norm=0.5,
+            use_sde=False,
+            sde_sample_freq=-1,
+            cost_limit=cost_limit,
+            n_costs=n_costs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+            _init_setup_model=False,
+            supported_action_spaces=(spaces.Box, spaces.Discrete),
+        )
+        if self.n_costs != 1:
+            raise ValueError(f"n_costs must be 1 for MetaCPO (CPO's single constraint), got {self.n_costs}")
+        if advantage_estimator not in ADVANTAGE_ESTIMATORS:
+            raise ValueError(f"advantage_estimator must be one of {ADVANTAGE_ESTIMATORS}, got {advantage_estimator!r}")
+        if meta_gradient not in META_GRADIENTS:
+            raise ValueError(f"meta_gradient must be one of {META_GRADIENTS}, got {meta_gradient!r}")
+        self.meta_gradient = meta_gradient
+        self.inner_kl = check_positive(inner_kl, "inner_kl")
+        self.meta_batch_size = int(check_positive(meta_batch_size, "meta_batch_size"))
+        self.target_kl = check_positive(target_kl, "target_kl")
+        self.inner_cg_max_steps = int(check_positive(inner_cg_max_steps, "inner_cg_max_steps"))
+        self.cg_max_steps = int(check_positive(cg_max_steps, "cg_max_steps"))
+        self.cg_damping = check_positive(cg_damping, "cg_damping")  # > 0: the unrolled CG needs F + damping I SPD
+        self.line_search_shrinking_factor = check_positive(line_search_shrinking_factor, "line_search_shrinking_factor")
+        if self.line_search_shrinking_factor >= 1.0:
+            raise ValueError(f"line_search_shrinking_factor must be in (0, 1), got {line_search_shrinking_factor!r}")
+        self.line_search_max_iter = int(check_positive(line_search_max_iter, "line_search_max_iter"))
+        self.batch_size = int(check_positive(batch_size, "batch_size"))
+        self.n_critic_epochs = int(check_positive(n_critic_epochs, "n_critic_epochs", strict=False))
+        self.advantage_estimator = advantage_estimator
+        self.normalize_advantage = bool(normalize_advantage)
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        # pi_theta' of the task being adapted: same architecture, actor weights set to theta'(phi) per task
+        self.adapted_policy = copy.deepcopy(self.policy)
+        self.critic_optimizer = self._critic_optimizer(self.policy)
+
+    # ------------------------------------------------------------------ data
+    def _reward_advantages(self, rollout: RolloutData) -> th.Tensor:
+        advantages = rollout.advantages.astype(np.float64)
+        if self.normalize_advantage:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        return th.as_tensor(advantages, dtype=th.float32, device=self.device)
+
+    def _inner_data(self, rollout: RolloutData, policy: ActorCriticPolicy, cost_limit: np.ndarray) -> CPOData:
+        """:return: the rollout's samples, advantages, c = Jc - d and the log-probabilities of ``policy`` (its collector)"""
+        batch = rollout.to_batch(self.device)
+        with th.no_grad():
+            old_log_prob = policy.get_distribution(batch.observations).log_prob(batch.actions)
+        return CPOData(
+            batch.observations,
+            batch.actions,
+            self._reward_advantages(rollout),
+            th.as_tensor(rollout.cost_advantages[:, 0], dtype=th.float32, device=self.device),
+            cost_excess=float(rollout.episode_cost[0] - cost_limit[0]),
+            horizon=rollout.horizon,
+            old_log_prob=old_log_prob,
+        )
+
+    def adapt(self, policy: ActorCriticPolicy, data: CPOData) -> CPOStepResult:
+        """
+        One plain CPO step of ``policy`` on its own data, in place (no graph).
+
+        :param policy: the policy that collected ``data``
+        :param data: see :meth:`_inner_data`
+        :return: the step's diagnostics
+        """
+        adapted, result = cpo_inner_step(
+            policy, actor_parameter_dict(policy), data, self.inner_kl, self.inner_cg_max_steps, self.cg_damping,
+            create_graph=False,
+        )  # fmt: skip
+        load_actor_parameters(policy, adapted)
+        return result
+
+    # ------------------------------------------------------------------ training
+    def _meta_iteration(self, callback: BaseCallback) -> bool:
+        """One meta-iteration of meta-CPO over a batch of tasks. :return: False if a callback stopped training"""
+        start = time.time()
+        tasks = self.sample_tasks(self.meta_batch_size)
+        self._seed_iteration()
+        limits = [task_cost_limit(task, self.cost_limit, self.n_costs) for task in tasks]
+        meta_rollouts: list[RolloutData] = []
+        adapted_rollouts: list[RolloutData] = []
+        inner_data: list[CPOData] = []
+        steps: list[CPOStepResult] = []
+        inner_kls: list[float] = []
+        for task, limit in zip(tasks, limits, strict=True):
+            meta_rollout = self._collect(self.policy, task, callback, self.critic_optimizer)
+            if meta_rollout is None:
+                return False
+            data = self._inner_data(meta_rollout, self.policy, limit)  # type: ignore[arg-type]
+            self.adapted_policy.load_state_dict(self.policy.state_dict())
+            steps.append(self.adapt(self.adapted_policy, data))  # type: ignore[arg-type]
+            inner_kls.append(mean_kl(self.policy, self.adapted_policy, data.observations))
+            adapted_rollout = self._collect(self.adapted_policy, task, callback, self.critic_optimizer)
+            if adapted_rollout is None:
+                return False
+            meta_rollouts.append(meta_rollout)
+            adapted_rollouts.append(adapted_rollout)
+            inner_data.append(data)
+
+        meta_start = time.time()
+        step = self._meta_step(inner_data, adapted_rollouts, meta_rollouts)
+
+        violating = sum(bool(np.any(r.episode_cost > limit)) for r, limit in zip(meta_rollouts, limits, strict=True))
+        self.logger.record("meta/cost_step", 0)  # no cost step on pi_phi (kept for tools that read SafeMetaDual's logs)
+        self.logger.record("meta/violating_tasks", violating)
+        self.logger.record("meta/meta_policy_return", safe_mean([r.episode_return for r in meta_rollouts]))
+        self.logger.record("meta/meta_policy_cost_max", float(np.max([r.episode_cost[0] for r in meta_rollouts])))
+        self.logger.record("meta/meta_policy_cost_mean", float(np.mean([r.episode_cost[0] for r in meta_rollouts])))
+        self.logger.record("meta/adapted_return", safe_mean([r.episode_return for r in adapted_rollouts]))
+        self.logger.record("meta/adapted_cost_max", float(np.max([r.episode_cost[0] for r in adapted_rollouts])))
+        self.logger.record("meta/adapted_cost_mean", float(np.mean([r.episode_cost[0] for r in adapted_rollouts])))
+        self.logger.record("meta/adaptation_kl", float(np.mean(inner_kls)))
+        self.logger.record("meta/cpo_both_active", sum(s.case == "both_active" for s in steps))
+        self.logger.record("meta/cpo_recovery", sum(s.case == "recovery" for s in steps))
+        self.logger.record("meta/cpo_predicted_cost_change", float(np.mean([s.predicted_cost_change for s in steps])))
+        self.logger.record("train/is_line_search_success", int(step.success))
+        self.logger.record("train/kl", step.kl)
+        self.logger.record("train/improvement", step.improvement)
+        self.logger.record("train/gradient_norm", step.gradient_norm)
+        self.logger.record("time/meta_step_seconds", time.time() - meta_start)
+        self.logger.record("time/meta_iteration_seconds", time.time() - start)
+        self._n_updates += 1
+        return True
+
+    def _meta_step(
+        self, inner_data: list[CPOData], adapted_rollouts: list[RolloutData], meta_rollouts: list[RolloutData]
+    ) -> TrustRegionResult:
+        """The outer TRPO step on phi, through the CPO step; trust region on the pre-update policy pi_phi."""
+        post_samples = []
+        for rollout in adapted_rollouts:
+            batch = rollout.to_batch(self.device)
+            post_samples.append(PostSamples(batch.observations, batch.actions, self._reward_advantages(rollout)))
+        surrogate = MetaCPOSurrogate(
+            self.policy,  # type: ignore[arg-type]
+            inner_data,
+            post_samples,
+            self.inner_kl,
+            self.inner_cg_max_steps,
+            self.cg_damping,
+            first_order=self.meta_gradient == "first_order",
+        )
+        return trust_region_step(
+            self.policy.actor_parameters(),  # type: ignore[operator]
+            surrogate,
+            MeanKL(self.policy, self._trust_region_states(meta_rollouts)),  # type: ignore[arg-type]
+            max_kl=self.target_kl,
+            cg_max_steps=self.cg_max_steps,
+            cg_damping=self.cg_damping,
+            shrinking_factor=self.line_search_shrinking_factor,
+            max_backtracks=self.line_search_max_iter,
+        )
+
+    # ------------------------------------------------------------------ meta-test
+    def meta_test(
+        self,
+        n_tasks: int = 20,
+        n_adapt_steps: int = 20,
+        tasks: list[Task] | None = None,
+        seed: int = 10_000,
+        save_path: str | pathlib.Path | None = None,
+        verbose: int = 0,
+    ) -> MetaTestReport:
+        """
+        Adapt the meta-policy to unseen tasks by CPO: pi_[0] = pi_phi, pi_[k+1] = pi_[k] + the CPO step on a rollout
+        of pi_[k] (KL radius ``inner_kl``, no graph), recording the episode return and cost of every pi_[k]. The
+        meta-policy is left untouched.
+
+        :param n_tasks: number of test tasks (ignored when ``tasks`` is given)
+        :param n_adapt_steps: K, CPO steps per task
+        :param tasks: explicit test tasks
+        :param seed: seed of the test-task draw (distinct from training draws) and of the rollouts
+        :param save_path: if given, write ``<save_path>.csv/.json`` and ``<save_path>.png``
+        :param verbose: print one line per task
+        :return: the anytime-safety report
+        """
+        self._check_meta_test(n_adapt_steps)
+        tasks = tasks if tasks is not None else self.sample_tasks(n_tasks, seed=seed)
+        policy = copy.deepcopy(self.policy)
+
+        def adaptation_chain(task: Task, cost_limit: np.ndarray) -> Iterator[RolloutData]:
+            policy.load_state_dict(self.policy.state_dict())
+            for step in range(n_adapt_steps + 1):
+                rollout = self._collect(policy, task, callback)  # no critic refit: the critics are phi's
+                assert rollout is not None  # the meta-test callback never stops
+                yield rollout
+                if step < n_adapt_steps:
+                    self.adapt(policy, self._inner_data(rollout, policy, cost_limit))  # type: ignore[arg-type]
+
+        with self._off_the_record(seed) as callback:
+            return self._run_meta_test(tasks, n_adapt_steps, adaptation_chain, save_path, verbose)
+
+    # ------------------------------------------------------------------ SB3 plumbing
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "adapted_policy"]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        return ["policy", "critic_optimizer"], []
