@@ -1,7 +1,7 @@
 """
 The comparison of Section 6 / Figure 1 on the built-in family: SafeMetaDual against the baselines MAML with cost
-penalty and meta-CRPO, each meta-trained with the same environment-step budget, then meta-tested on the same
-unseen tasks with its own adaptation (SafeAdapter steps, plain inner policy-gradient steps, CRPO steps).
+penalty, meta-CPO and meta-CRPO, each meta-trained with the same environment-step budget, then meta-tested on the same
+unseen tasks with its own adaptation (SafeAdapter steps, plain inner policy-gradient steps, CPO steps, CRPO steps).
 
 Usage::
 
@@ -9,10 +9,10 @@ Usage::
     python examples/compare_baselines.py --meta-iterations 5 --test-tasks 3 --adapt-steps 3   # a quick look
 
 Budget: one meta-iteration of every algorithm uses two rollouts per task (SafeMetaDual: the meta-policy's and
-the adapted policy's; MAML: pre- and post-update; meta-CRPO: two CRPO steps per task), i.e.
+the adapted policy's; MAML and meta-CPO: pre- and post-update; meta-CRPO: two CRPO steps per task), i.e.
 ``meta_batch_size * 2 * n_steps * n_envs`` environment steps (SafeMetaDual uses half of that in an iteration
 that takes the cost step). Writes ``<out>/<algorithm>.{csv,json}``, ``<out>/comparison.png`` (the two panels of
-Figure 1 for all three) and prints the anytime-safety tables and a summary.
+Figure 1 for all of them) and prints the anytime-safety tables and a summary.
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ import time
 import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 
-from sb3_safemeta import MAMLCostPenalty, MetaCRPO, SafeMetaDual
+from sb3_safemeta import MAMLCostPenalty, MetaCPO, MetaCRPO, SafeMetaDual
 from sb3_safemeta.common.evaluation import MetaTestReport
+
+ALGORITHMS = ("SafeMetaDual", "MAMLCostPenalty", "MetaCPO", "MetaCRPO")
 
 
 def parse_args() -> argparse.Namespace:
@@ -38,6 +40,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--test-tasks", type=int, default=20)
     parser.add_argument("--adapt-steps", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS), choices=list(ALGORITHMS))
     parser.add_argument("--out", default="runs/compare_baselines")
     return parser.parse_args()
 
@@ -61,9 +64,12 @@ def main() -> None:
         "SafeMetaDual": SafeMetaDual("MlpPolicy", env, lambda_=1.0, lambda_c=10.0, target_kl=0.01, **common),
         # w = 1: a unit of cost weighs as much as a unit of reward; TRPO outer step as SafeMetaDual's
         "MAMLCostPenalty": MAMLCostPenalty("MlpPolicy", env, cost_penalty=1.0, inner_lr=0.1, target_kl=0.01, **common),
+        # the inner CPO step's KL bound as the adaptation steps of the others (~0.01)
+        "MetaCPO": MetaCPO("MlpPolicy", env, inner_kl=0.01, target_kl=0.01, **common),
         # two CRPO steps per task: two rollouts per task, as the others
         "MetaCRPO": MetaCRPO("MlpPolicy", env, n_inner_steps=2, adapt_kl=0.01, **common),
     }
+    models = {name: model for name, model in models.items() if name in args.algorithms}
     steps_per_iteration = args.meta_batch_size * 2 * args.n_steps * args.n_envs
     reports: list[MetaTestReport] = []
     for name, model in models.items():
