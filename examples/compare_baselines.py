@@ -39,6 +39,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--n-steps", type=int, default=200)
     parser.add_argument("--test-tasks", type=int, default=20)
     parser.add_argument("--adapt-steps", type=int, default=20)
+    parser.add_argument("--cost-limit", type=float, default=None, help="episode cost limit d (default: the family's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS), choices=list(ALGORITHMS))
     parser.add_argument("--out", default="runs/compare_baselines")
@@ -51,7 +52,7 @@ def main() -> None:
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     env = make_vec_env(args.env, n_envs=args.n_envs, seed=args.seed)
-    cost_limit = float(env.get_attr("default_cost_limit", indices=[0])[0])
+    cost_limit = args.cost_limit if args.cost_limit is not None else float(env.get_attr("default_cost_limit", indices=[0])[0])
     common = dict(
         cost_limit=cost_limit,
         meta_batch_size=args.meta_batch_size,
