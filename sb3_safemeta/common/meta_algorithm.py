@@ -20,7 +20,7 @@ import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
-from stable_baselines3.common.utils import set_random_seed
+from stable_baselines3.common.utils import safe_mean, set_random_seed
 
 from sb3_safemeta.common.callbacks import call_meta_iteration_end
 from sb3_safemeta.common.evaluation import MetaTestReport
@@ -175,6 +175,15 @@ class OnPolicyMetaAlgorithm(OnPolicyCostAlgorithm):
     def _meta_iteration(self, callback: BaseCallback) -> bool:
         """One meta-iteration. :return: False if a callback stopped training"""
         raise NotImplementedError
+
+    def _record_rollouts(self, meta_rollouts: list[RolloutData], adapted_rollouts: list[RolloutData]) -> None:
+        """Log the return and the cost (channel 0: max and mean over tasks) of the meta-policy's and the adapted rollouts."""
+        for prefix, rollouts in (("meta/meta_policy", meta_rollouts), ("meta/adapted", adapted_rollouts)):
+            if rollouts:
+                costs = [rollout.episode_cost[0] for rollout in rollouts]
+                self.logger.record(f"{prefix}_return", safe_mean([rollout.episode_return for rollout in rollouts]))
+                self.logger.record(f"{prefix}_cost_max", float(np.max(costs)))
+                self.logger.record(f"{prefix}_cost_mean", float(np.mean(costs)))
 
     def _seed_iteration(self) -> None:
         """

@@ -26,7 +26,6 @@ from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
-from stable_baselines3.common.utils import safe_mean
 
 from sb3_safemeta.common.evaluation import MetaTestReport
 from sb3_safemeta.common.functional_policy import (
@@ -362,12 +361,7 @@ class MAMLCostPenalty(OnPolicyMetaAlgorithm):
         violating = sum(bool(np.any(rollout.episode_cost > limit)) for rollout, limit in pairs)
         self.logger.record("meta/cost_step", 0)  # the baseline has no cost step (kept for tools that read SafeMetaDual's logs)
         self.logger.record("meta/violating_tasks", violating)
-        self.logger.record("meta/meta_policy_return", safe_mean([r.episode_return for r in meta_rollouts]))
-        self.logger.record("meta/meta_policy_cost_max", float(np.max([r.episode_cost[0] for r in meta_rollouts])))
-        self.logger.record("meta/meta_policy_cost_mean", float(np.mean([r.episode_cost[0] for r in meta_rollouts])))
-        self.logger.record("meta/adapted_return", safe_mean([r.episode_return for r in adapted_rollouts]))
-        self.logger.record("meta/adapted_cost_max", float(np.max([r.episode_cost[0] for r in adapted_rollouts])))
-        self.logger.record("meta/adapted_cost_mean", float(np.mean([r.episode_cost[0] for r in adapted_rollouts])))
+        self._record_rollouts(meta_rollouts, adapted_rollouts)
         self.logger.record("meta/adaptation_kl", float(np.mean(inner_kls)))
         self.logger.record("train/is_line_search_success", int(step.success))
         self.logger.record("train/kl", step.kl)

@@ -27,7 +27,6 @@ from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
-from stable_baselines3.common.utils import safe_mean
 from torch import nn
 from torch.func import functional_call
 
@@ -522,12 +521,7 @@ class MetaCPO(OnPolicyMetaAlgorithm):
         violating = sum(bool(np.any(r.episode_cost > limit)) for r, limit in zip(meta_rollouts, limits, strict=True))
         self.logger.record("meta/cost_step", 0)  # no cost step on pi_phi (kept for tools that read SafeMetaDual's logs)
         self.logger.record("meta/violating_tasks", violating)
-        self.logger.record("meta/meta_policy_return", safe_mean([r.episode_return for r in meta_rollouts]))
-        self.logger.record("meta/meta_policy_cost_max", float(np.max([r.episode_cost[0] for r in meta_rollouts])))
-        self.logger.record("meta/meta_policy_cost_mean", float(np.mean([r.episode_cost[0] for r in meta_rollouts])))
-        self.logger.record("meta/adapted_return", safe_mean([r.episode_return for r in adapted_rollouts]))
-        self.logger.record("meta/adapted_cost_max", float(np.max([r.episode_cost[0] for r in adapted_rollouts])))
-        self.logger.record("meta/adapted_cost_mean", float(np.mean([r.episode_cost[0] for r in adapted_rollouts])))
+        self._record_rollouts(meta_rollouts, adapted_rollouts)
         self.logger.record("meta/adaptation_kl", float(np.mean(inner_kls)))
         self.logger.record("meta/cpo_both_active", sum(s.case == "both_active" for s in steps))
         self.logger.record("meta/cpo_recovery", sum(s.case == "recovery" for s in steps))

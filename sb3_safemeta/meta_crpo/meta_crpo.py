@@ -22,7 +22,6 @@ from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
-from stable_baselines3.common.utils import safe_mean
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
@@ -338,12 +337,7 @@ class MetaCRPO(OnPolicyMetaAlgorithm):
         accepted = [step.trust_region for step in steps if step.trust_region.success]
         self.logger.record("meta/crpo_cost_steps", sum(step.cost_step for step in steps))
         self.logger.record("meta/violating_tasks", int(np.sum(np.any(excesses > 0, axis=1))))
-        self.logger.record("meta/meta_policy_return", safe_mean([r.episode_return for r in meta_rollouts]))
-        self.logger.record("meta/meta_policy_cost_max", float(np.max([r.episode_cost[0] for r in meta_rollouts])))
-        self.logger.record("meta/meta_policy_cost_mean", float(np.mean([r.episode_cost[0] for r in meta_rollouts])))
-        if adapted_rollouts:
-            self.logger.record("meta/adapted_return", safe_mean([r.episode_return for r in adapted_rollouts]))
-            self.logger.record("meta/adapted_cost_max", float(np.max([r.episode_cost[0] for r in adapted_rollouts])))
+        self._record_rollouts(meta_rollouts, adapted_rollouts)
         self.logger.record("meta/task_distance", float(np.mean([float((theta - phi).norm()) for theta in task_parameters])))
         self.logger.record("meta/update_norm", float((new_phi - phi).norm()))
         self.logger.record("train/is_line_search_success", len(accepted) / len(steps))

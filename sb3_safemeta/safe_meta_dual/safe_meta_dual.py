@@ -12,7 +12,6 @@ from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
-from stable_baselines3.common.utils import safe_mean
 
 from sb3_safemeta.common.dual import AdaptationParams
 from sb3_safemeta.common.evaluation import MetaTestReport
@@ -259,12 +258,8 @@ class SafeMetaDual(OnPolicyMetaAlgorithm):
 
         self.logger.record("meta/cost_step", int(not adapted_rollouts))
         self.logger.record("meta/violating_tasks", len(violating))
-        self.logger.record("meta/meta_policy_return", safe_mean([r.episode_return for r in meta_rollouts]))
-        self.logger.record("meta/meta_policy_cost_max", float(np.max([r.episode_cost[0] for r in meta_rollouts])))
-        self.logger.record("meta/meta_policy_cost_mean", float(np.mean([r.episode_cost[0] for r in meta_rollouts])))
+        self._record_rollouts(meta_rollouts, adapted_rollouts)
         if adapted_rollouts:
-            self.logger.record("meta/adapted_return", safe_mean([r.episode_return for r in adapted_rollouts]))
-            self.logger.record("meta/adapted_cost_max", float(np.max([r.episode_cost[0] for r in adapted_rollouts])))
             self.logger.record("meta/adaptation_kl", float(np.mean([result.kl for result in self.adaptations])))
             self.logger.record("meta/u_mean", float(np.mean([result.u for result in self.adaptations])))
         self.logger.record("train/is_line_search_success", int(step.success))
