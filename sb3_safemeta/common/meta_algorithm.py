@@ -13,20 +13,22 @@ import pathlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch as th
+from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import safe_mean, set_random_seed
 
 from sb3_safemeta.common.callbacks import call_meta_iteration_end
 from sb3_safemeta.common.evaluation import MetaTestReport
 from sb3_safemeta.common.on_policy_cost_algorithm import OnPolicyCostAlgorithm
-from sb3_safemeta.common.rollout_data import RolloutData
+from sb3_safemeta.common.rollout_data import ADVANTAGE_ESTIMATORS, RolloutData
 from sb3_safemeta.common.tasks import Task, check_task_distribution, task_cost_limit
+from sb3_safemeta.common.validation import check_positive
 
 __all__ = ["OnPolicyMetaAlgorithm"]
 
@@ -49,17 +51,70 @@ class OnPolicyMetaAlgorithm(OnPolicyCostAlgorithm):
     ``get_task``: :mod:`sb3_safemeta.common.tasks`); one rollout buffer serves every policy the algorithm
     rolls out (the meta-policy, adapted or task policies).
 
-    A subclass sets ``advantage_estimator``, ``n_critic_epochs`` and ``batch_size`` in its constructor and
-    implements :meth:`_meta_iteration` and ``meta_test`` (with :meth:`_run_meta_test`).
+    A subclass implements :meth:`_meta_iteration` and ``meta_test`` (with :meth:`_run_meta_test`).
     """
 
-    advantage_estimator: str
-    n_critic_epochs: int
-    batch_size: int
     # meta-iterations done; the task generator is the source of every meta-iteration's seed. Both are
     # saved in the zip, so that a run resumes where it stopped.
     meta_iterations: int = 0
     task_rng: np.random.Generator | None = None
+
+    def __init__(
+        self,
+        policy: str | type[BasePolicy],
+        env: GymEnv | str,
+        *,
+        cost_limit: float | list[float],
+        meta_batch_size: int,
+        n_steps: int,
+        learning_rate: float | Schedule,
+        batch_size: int,
+        n_critic_epochs: int,
+        gamma: float,
+        gae_lambda: float,
+        advantage_estimator: str,
+        n_costs: int | None,
+        stats_window_size: int,
+        tensorboard_log: str | None,
+        policy_kwargs: dict[str, Any] | None,
+        verbose: int,
+        seed: int | None,
+        device: th.device | str,
+    ) -> None:
+        """
+        The arguments every meta-learner has (documented by the subclasses); validated here. The actor is never
+        trained by SB3's gradient loss (no entropy bonus, gSDE or gradient clipping of its own); Box and Discrete
+        action spaces. The subclass calls ``_setup_model`` once its own hyper-parameters are set.
+        """
+        super().__init__(
+            policy,  # type: ignore[arg-type]
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            ent_coef=0.0,
+            vf_coef=1.0,
+            max_grad_norm=0.5,
+            use_sde=False,
+            sde_sample_freq=-1,
+            cost_limit=cost_limit,
+            n_costs=n_costs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+            _init_setup_model=False,
+            supported_action_spaces=(spaces.Box, spaces.Discrete),
+        )
+        if advantage_estimator not in ADVANTAGE_ESTIMATORS:
+            raise ValueError(f"advantage_estimator must be one of {ADVANTAGE_ESTIMATORS}, got {advantage_estimator!r}")
+        self.advantage_estimator = advantage_estimator
+        self.meta_batch_size = int(check_positive(meta_batch_size, "meta_batch_size"))
+        self.batch_size = int(check_positive(batch_size, "batch_size"))
+        self.n_critic_epochs = int(check_positive(n_critic_epochs, "n_critic_epochs", strict=False))
 
     def _setup_model(self) -> None:
         if self.env is not None:  # load(path) without an env gives a model for predict(); learn() needs one

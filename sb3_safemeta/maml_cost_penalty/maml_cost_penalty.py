@@ -22,7 +22,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
-from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
@@ -37,7 +36,7 @@ from sb3_safemeta.common.functional_policy import (
 )
 from sb3_safemeta.common.meta_algorithm import OnPolicyMetaAlgorithm
 from sb3_safemeta.common.meta_gradient import MeanKL
-from sb3_safemeta.common.rollout_data import ADVANTAGE_ESTIMATORS, RolloutData
+from sb3_safemeta.common.rollout_data import RolloutData
 from sb3_safemeta.common.tasks import Task, task_cost_limit
 from sb3_safemeta.common.trust_region import TrustRegionResult, trust_region_step
 from sb3_safemeta.common.validation import as_cost_vector, check_positive
@@ -260,16 +259,15 @@ class MAMLCostPenalty(OnPolicyMetaAlgorithm):
         super().__init__(
             policy,
             env,
-            learning_rate=learning_rate,
+            cost_limit=cost_limit,
+            meta_batch_size=meta_batch_size,
             n_steps=n_steps,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            n_critic_epochs=n_critic_epochs,
             gamma=gamma,
             gae_lambda=gae_lambda,
-            ent_coef=0.0,
-            vf_coef=1.0,
-            max_grad_norm=0.5,
-            use_sde=False,
-            sde_sample_freq=-1,
-            cost_limit=cost_limit,
+            advantage_estimator=advantage_estimator,
             n_costs=n_costs,
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
@@ -277,14 +275,9 @@ class MAMLCostPenalty(OnPolicyMetaAlgorithm):
             verbose=verbose,
             seed=seed,
             device=device,
-            _init_setup_model=False,
-            supported_action_spaces=(spaces.Box, spaces.Discrete),
         )
-        if advantage_estimator not in ADVANTAGE_ESTIMATORS:
-            raise ValueError(f"advantage_estimator must be one of {ADVANTAGE_ESTIMATORS}, got {advantage_estimator!r}")
         self.cost_penalty = as_cost_vector(cost_penalty, self.n_costs, "cost_penalty", allow_negative=False)
         self.inner_lr = check_positive(inner_lr, "inner_lr")
-        self.meta_batch_size = int(check_positive(meta_batch_size, "meta_batch_size"))
         self.target_kl = check_positive(target_kl, "target_kl")
         self.cg_max_steps = int(check_positive(cg_max_steps, "cg_max_steps"))
         self.cg_damping = check_positive(cg_damping, "cg_damping", strict=False)
@@ -292,9 +285,6 @@ class MAMLCostPenalty(OnPolicyMetaAlgorithm):
         if self.line_search_shrinking_factor >= 1.0:
             raise ValueError(f"line_search_shrinking_factor must be in (0, 1), got {line_search_shrinking_factor!r}")
         self.line_search_max_iter = int(check_positive(line_search_max_iter, "line_search_max_iter"))
-        self.batch_size = int(check_positive(batch_size, "batch_size"))
-        self.n_critic_epochs = int(check_positive(n_critic_epochs, "n_critic_epochs", strict=False))
-        self.advantage_estimator = advantage_estimator
         self.normalize_advantage = bool(normalize_advantage)
         if _init_setup_model:
             self._setup_model()

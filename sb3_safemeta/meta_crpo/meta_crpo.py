@@ -18,7 +18,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
-from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
@@ -29,7 +28,7 @@ from sb3_safemeta.common.evaluation import MetaTestReport
 from sb3_safemeta.common.meta_algorithm import OnPolicyMetaAlgorithm
 from sb3_safemeta.common.meta_gradient import ImportanceWeightedSurrogate, MeanKL
 from sb3_safemeta.common.parametric_adaptation import AdaptationBatch
-from sb3_safemeta.common.rollout_data import ADVANTAGE_ESTIMATORS, RolloutData
+from sb3_safemeta.common.rollout_data import RolloutData
 from sb3_safemeta.common.tasks import Task, task_cost_limit
 from sb3_safemeta.common.trust_region import TrustRegionResult, trust_region_step
 from sb3_safemeta.common.validation import as_cost_vector, check_positive
@@ -234,16 +233,15 @@ class MetaCRPO(OnPolicyMetaAlgorithm):
         super().__init__(
             policy,
             env,
-            learning_rate=learning_rate,
+            cost_limit=cost_limit,
+            meta_batch_size=meta_batch_size,
             n_steps=n_steps,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            n_critic_epochs=n_critic_epochs,
             gamma=gamma,
             gae_lambda=gae_lambda,
-            ent_coef=0.0,
-            vf_coef=1.0,
-            max_grad_norm=0.5,
-            use_sde=False,
-            sde_sample_freq=-1,
-            cost_limit=cost_limit,
+            advantage_estimator=advantage_estimator,
             n_costs=n_costs,
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
@@ -251,13 +249,8 @@ class MetaCRPO(OnPolicyMetaAlgorithm):
             verbose=verbose,
             seed=seed,
             device=device,
-            _init_setup_model=False,
-            supported_action_spaces=(spaces.Box, spaces.Discrete),
         )
-        if advantage_estimator not in ADVANTAGE_ESTIMATORS:
-            raise ValueError(f"advantage_estimator must be one of {ADVANTAGE_ESTIMATORS}, got {advantage_estimator!r}")
         self.eta_tol = as_cost_vector(eta_tol, self.n_costs, "eta_tol", allow_negative=False)
-        self.meta_batch_size = int(check_positive(meta_batch_size, "meta_batch_size"))
         self.n_inner_steps = int(check_positive(n_inner_steps, "n_inner_steps"))
         meta_lr = check_positive(meta_lr, "meta_lr")
         if meta_lr > 1.0:
@@ -270,9 +263,6 @@ class MetaCRPO(OnPolicyMetaAlgorithm):
         if self.line_search_shrinking_factor >= 1.0:
             raise ValueError(f"line_search_shrinking_factor must be in (0, 1), got {line_search_shrinking_factor!r}")
         self.line_search_max_iter = int(check_positive(line_search_max_iter, "line_search_max_iter"))
-        self.batch_size = int(check_positive(batch_size, "batch_size"))
-        self.n_critic_epochs = int(check_positive(n_critic_epochs, "n_critic_epochs", strict=False))
-        self.advantage_estimator = advantage_estimator
         if _init_setup_model:
             self._setup_model()
 

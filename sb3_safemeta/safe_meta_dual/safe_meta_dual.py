@@ -8,7 +8,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
-from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
@@ -18,7 +17,7 @@ from sb3_safemeta.common.evaluation import MetaTestReport
 from sb3_safemeta.common.meta_algorithm import OnPolicyMetaAlgorithm
 from sb3_safemeta.common.meta_gradient import ImportanceWeightedSurrogate, MeanKL, eq6_weights, penalised_advantages
 from sb3_safemeta.common.parametric_adaptation import FIT_SCOPES, ParametricAdaptResult, adapt_on_rollout
-from sb3_safemeta.common.rollout_data import ADVANTAGE_ESTIMATORS, RolloutData
+from sb3_safemeta.common.rollout_data import RolloutData
 from sb3_safemeta.common.tasks import Task, task_cost_limit
 from sb3_safemeta.common.trust_region import TrustRegionResult, trust_region_step
 from sb3_safemeta.common.validation import check_positive
@@ -142,16 +141,15 @@ class SafeMetaDual(OnPolicyMetaAlgorithm):
         super().__init__(
             policy,
             env,
-            learning_rate=learning_rate,
+            cost_limit=cost_limit,
+            meta_batch_size=meta_batch_size,
             n_steps=n_steps,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            n_critic_epochs=n_critic_epochs,
             gamma=gamma,
             gae_lambda=gae_lambda,
-            ent_coef=0.0,
-            vf_coef=1.0,
-            max_grad_norm=0.5,
-            use_sde=False,
-            sde_sample_freq=-1,
-            cost_limit=cost_limit,
+            advantage_estimator=advantage_estimator,
             n_costs=n_costs,
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
@@ -159,11 +157,7 @@ class SafeMetaDual(OnPolicyMetaAlgorithm):
             verbose=verbose,
             seed=seed,
             device=device,
-            _init_setup_model=False,
-            supported_action_spaces=(spaces.Box, spaces.Discrete),
         )
-        if advantage_estimator not in ADVANTAGE_ESTIMATORS:
-            raise ValueError(f"advantage_estimator must be one of {ADVANTAGE_ESTIMATORS}, got {advantage_estimator!r}")
         if crpo_rule not in CRPO_RULES:
             raise ValueError(f"crpo_rule must be one of {CRPO_RULES}, got {crpo_rule!r}")
         if meta_gradient not in META_GRADIENTS:
@@ -171,15 +165,11 @@ class SafeMetaDual(OnPolicyMetaAlgorithm):
         self.lambda_ = lambda_
         self.lambda_c = lambda_c
         self.delta_c = delta_c
-        self.meta_batch_size = int(check_positive(meta_batch_size, "meta_batch_size"))
         self.target_kl = check_positive(target_kl, "target_kl")
         self.cg_max_steps = int(check_positive(cg_max_steps, "cg_max_steps"))
         self.cg_damping = check_positive(cg_damping, "cg_damping", strict=False)
         self.line_search_shrinking_factor = check_positive(line_search_shrinking_factor, "line_search_shrinking_factor")
         self.line_search_max_iter = int(check_positive(line_search_max_iter, "line_search_max_iter"))
-        self.batch_size = int(check_positive(batch_size, "batch_size"))
-        self.n_critic_epochs = int(check_positive(n_critic_epochs, "n_critic_epochs", strict=False))
-        self.advantage_estimator = advantage_estimator
         self.crpo_rule = crpo_rule
         self.meta_gradient = meta_gradient
         self.dual_solver = dual_solver
