@@ -27,6 +27,7 @@ test-all: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(PYTHON) scripts/check_import_cycles.py
 
 format: install
 	$(VENV)/bin/ruff format .

@@ -14,7 +14,7 @@ import argparse
 
 import numpy as np
 
-from sb3_safemeta.common.tabular import TabularCMDP, random_cmdp, safe_adapt_exact
+from sb3_safemeta.tabular import TabularCMDP, random_cmdp, safe_adapt_exact
 
 
 def run_chain(cmdp: TabularCMDP, start: np.ndarray, lambda_: float, lambda_c: np.ndarray, cost_limit: np.ndarray, steps: int):

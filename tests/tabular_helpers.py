@@ -5,8 +5,8 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.policies import ActorCriticPolicy
 
-from sb3_safemeta.common.parametric_adaptation import AdaptationBatch
-from sb3_safemeta.common.tabular import TabularCMDP
+from sb3_safemeta.common.adaptation.batch import AdaptationBatch
+from sb3_safemeta.tabular import TabularCMDP
 
 
 def tabular_policy(logits: np.ndarray) -> ActorCriticPolicy:

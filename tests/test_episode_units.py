@@ -32,9 +32,10 @@ from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from sb3_safemeta import SafeAdapter
-from sb3_safemeta.common.dual import AdaptationParams
-from sb3_safemeta.common.parametric_adaptation import AdaptationBatch, _Surrogate
-from sb3_safemeta.common.tabular import TabularCMDP, random_cmdp, softmax_policy
+from sb3_safemeta.common.adaptation.batch import AdaptationBatch
+from sb3_safemeta.common.adaptation.dual import AdaptationParams
+from sb3_safemeta.common.adaptation.parametric import _Surrogate
+from sb3_safemeta.tabular import TabularCMDP, random_cmdp, softmax_policy
 
 N_STATES, N_ACTIONS, N_COSTS = 5, 3, 2
 EPISODE_LENGTH = 12  # T of the finite-horizon problem

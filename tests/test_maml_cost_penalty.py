@@ -25,9 +25,9 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 
 import sb3_safemeta.envs  # noqa: F401
 from sb3_safemeta.common.functional_policy import actor_parameter_dict, functional_log_prob
-from sb3_safemeta.common.tabular import TabularCMDP, random_cmdp, softmax_policy
 from sb3_safemeta.maml_cost_penalty import MAMLCostPenalty
 from sb3_safemeta.maml_cost_penalty.maml_cost_penalty import MAMLSurrogate, SampleSet, inner_step
+from sb3_safemeta.tabular import TabularCMDP, random_cmdp, softmax_policy
 
 SMALL: dict[str, Any] = dict(cost_limit=10.0, meta_batch_size=2, n_steps=100)
 STEPS_PER_ITERATION = SMALL["meta_batch_size"] * 2 * SMALL["n_steps"] * N_ENVS

@@ -28,9 +28,9 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 import sb3_safemeta.envs  # noqa: F401
 from sb3_safemeta.common.functional_policy import actor_parameter_dict
-from sb3_safemeta.common.tabular import TabularCMDP, random_cmdp, softmax_policy
 from sb3_safemeta.meta_cpo import MetaCPO, MetaCPOSurrogate, cpo_inner_step, cpo_step
 from sb3_safemeta.meta_cpo.meta_cpo import CPOData, PostSamples
+from sb3_safemeta.tabular import TabularCMDP, random_cmdp, softmax_policy
 
 SMALL: dict[str, Any] = dict(cost_limit=10.0, meta_batch_size=2, n_steps=100)
 STEPS_PER_ITERATION = SMALL["meta_batch_size"] * 2 * SMALL["n_steps"] * N_ENVS

@@ -29,9 +29,9 @@ from torch.nn.utils import parameters_to_vector
 
 import sb3_safemeta.envs  # noqa: F401
 import sb3_safemeta.meta_crpo.meta_crpo as meta_crpo_module
-from sb3_safemeta.common.tabular import TabularCMDP, kl_per_state, random_cmdp, softmax_policy
 from sb3_safemeta.meta_crpo import MetaCRPO, average_distance_update, crpo_step
 from sb3_safemeta.safe_meta_dual import SafeMetaDual
+from sb3_safemeta.tabular import TabularCMDP, kl_per_state, random_cmdp, softmax_policy
 
 # one rollout = n_steps * n_envs = 200 steps = 2 episodes
 SMALL: dict[str, Any] = dict(cost_limit=10.0, meta_batch_size=2, n_inner_steps=2, n_steps=100)

@@ -6,7 +6,7 @@ J(A^s(pi_phi)) on exact tabular CMDPs, with u* held fixed (the approximation the
 import numpy as np
 import pytest
 
-from sb3_safemeta.common.tabular import adapted_policy, meta_gradient_exact, random_cmdp
+from sb3_safemeta.tabular import adapted_policy, meta_gradient_exact, random_cmdp
 
 
 def finite_difference(function, logits: np.ndarray, step: float = 1e-6) -> np.ndarray:
@@ -68,7 +68,7 @@ def test_paper_q_form_of_the_qbar_term_is_not_the_derivative():
     derivative (the softmax Jacobian removes per-state constants in the ADAPTED logits, so V^{pi^tau}
     does not cancel there). The advantage form above is exact; this documents the discrepancy.
     """
-    from sb3_safemeta.common.tabular import _action_value_gradient, softmax_policy
+    from sb3_safemeta.tabular.exact import _action_value_gradient, softmax_policy
 
     cmdp, logits, u, lambda_ = instance(1)
     numeric = finite_difference(lambda phi: cmdp.J(adapted_policy(cmdp, phi, u, lambda_, lambda_)), logits)

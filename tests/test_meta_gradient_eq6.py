@@ -1,6 +1,6 @@
 """
 The sample-based meta-gradient of eq. (6) (``SafeMetaDual(meta_gradient="eq6")``,
-:func:`sb3_safemeta.common.meta_gradient.eq6_weights`):
+:func:`sb3_safemeta.safe_meta_dual.meta_gradient.eq6_weights`):
 
 - exact oracle: on a tabular CMDP read as an episodic one (an episode ends with probability 1 - gamma after
   every step, so sums along an episode are undiscounted and the mean episode length is H = 1/(1 - gamma)),
@@ -26,9 +26,9 @@ from stable_baselines3.common.env_util import make_vec_env
 import sb3_safemeta.envs  # noqa: F401
 from sb3_safemeta import SafeMetaDual
 from sb3_safemeta.common.buffers import CostRolloutBuffer
-from sb3_safemeta.common.meta_gradient import episode_backward_sums, eq6_weights, penalised_advantages
 from sb3_safemeta.common.rollout_data import RolloutData
-from sb3_safemeta.common.tabular import TabularCMDP, adapted_policy, meta_gradient_exact, random_cmdp, softmax_policy
+from sb3_safemeta.safe_meta_dual.meta_gradient import episode_backward_sums, eq6_weights, penalised_advantages
+from sb3_safemeta.tabular import TabularCMDP, adapted_policy, meta_gradient_exact, random_cmdp, softmax_policy
 
 
 # ---------------------------------------------------------------------------------------------- tabular helpers

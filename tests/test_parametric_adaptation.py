@@ -12,10 +12,11 @@ import torch as th
 from stable_baselines3.common.policies import ActorCriticPolicy
 from tabular_helpers import exact_batch, tabular_policy
 
-from sb3_safemeta.common.dual import AdaptationParams
-from sb3_safemeta.common.head_fit import actor_latent, fit_head, head_parameters
-from sb3_safemeta.common.parametric_adaptation import AdaptationBatch, _Surrogate, parametric_safe_adapt
-from sb3_safemeta.common.tabular import random_cmdp, safe_adapt_exact
+from sb3_safemeta.common.adaptation.batch import AdaptationBatch
+from sb3_safemeta.common.adaptation.dual import AdaptationParams
+from sb3_safemeta.common.adaptation.head_fit import actor_latent, fit_head, head_parameters
+from sb3_safemeta.common.adaptation.parametric import _Surrogate, parametric_safe_adapt
+from sb3_safemeta.tabular import random_cmdp, safe_adapt_exact
 
 
 def probabilities(policy: ActorCriticPolicy, n_states: int) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.optimize
 
-from sb3_safemeta.common.tabular import TabularCMDP, kl_per_state, random_cmdp, safe_adapt_exact
+from sb3_safemeta.tabular import TabularCMDP, kl_per_state, random_cmdp, safe_adapt_exact
 
 
 def softmax_policy(cmdp: TabularCMDP, seed: int, scale: float = 1.0) -> np.ndarray:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sb3_safemeta.common.tabular import TabularCMDP, TabularTaskFamily, kl_per_state, random_cmdp, uniform_policy
+from sb3_safemeta.tabular import TabularCMDP, TabularTaskFamily, kl_per_state, random_cmdp, uniform_policy
 
 
 def random_policy(cmdp: TabularCMDP, seed: int) -> np.ndarray:

@@ -8,7 +8,7 @@ without adaptation, at equal data (same iterations, same tasks), and it is itsel
 import numpy as np
 import pytest
 
-from sb3_safemeta.common.tabular import TabularTaskFamily, meta_train_exact, safe_adapt_exact, softmax_policy
+from sb3_safemeta.tabular import TabularTaskFamily, meta_train_exact, safe_adapt_exact, softmax_policy
 
 LAMBDA = 0.3
 

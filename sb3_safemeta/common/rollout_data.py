@@ -11,9 +11,9 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 
+from sb3_safemeta.common.adaptation.batch import AdaptationBatch
 from sb3_safemeta.common.advantages import episode_time_steps, linear_baseline_advantages
 from sb3_safemeta.common.buffers import CostRolloutBuffer
-from sb3_safemeta.common.parametric_adaptation import AdaptationBatch
 
 __all__ = ["ADVANTAGE_ESTIMATORS", "RolloutData"]
 

@@ -4,6 +4,10 @@ lines 8 and 12. The natural-gradient direction is found by conjugate gradient on
 (Hessian of the mean KL) with sb3-contrib's ``conjugate_gradient_solver`` and ``flat_grad``; the step
 is scaled to the KL bound and a backtracking line search accepts the first step that keeps the KL
 within the bound and improves the surrogate, else restores the parameters.
+
+The two functions every meta-learner hands to the step live here too: :class:`ImportanceWeightedSurrogate`
+(the surrogate whose gradient at phi is the meta-gradient, e.g. Algorithm 4 line 7, or the cost-reducing
+direction of Algorithm 2 lines 10-12) and :class:`MeanKL` (the trust region).
 """
 
 from __future__ import annotations
@@ -13,10 +17,58 @@ from dataclasses import dataclass
 
 import torch as th
 from sb3_contrib.common.utils import conjugate_gradient_solver, flat_grad
+from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-__all__ = ["TrustRegionResult", "trust_region_step"]
+__all__ = ["ImportanceWeightedSurrogate", "MeanKL", "TrustRegionResult", "trust_region_step"]
+
+
+class ImportanceWeightedSurrogate:
+    """
+    ``mean_k E_{D_k}[ (pi(a|s) / pi_old(a|s)) w(s, a) ]`` over several sample sets D_k (one per task),
+    each averaged first so that every task weighs the same; pi_old is the policy at construction.
+
+    :param policy: the policy whose parameters move
+    :param sample_sets: per task: (observations, actions, weights w of shape (n,))
+    :param sign: +1 to maximise the weighted sum, -1 to minimise it
+    """
+
+    def __init__(
+        self, policy: ActorCriticPolicy, sample_sets: Sequence[tuple[th.Tensor, th.Tensor, th.Tensor]], sign: float = 1.0
+    ) -> None:
+        if not sample_sets:
+            raise ValueError("ImportanceWeightedSurrogate needs at least one sample set")
+        self.policy, self.sample_sets, self.sign = policy, list(sample_sets), float(sign)
+        with th.no_grad():
+            self.old_log_probs = [policy.get_distribution(obs).log_prob(actions) for obs, actions, _ in self.sample_sets]
+
+    def __call__(self) -> th.Tensor:
+        terms = []
+        for (observations, actions, weights), old_log_prob in zip(self.sample_sets, self.old_log_probs, strict=True):
+            ratio = th.exp(self.policy.get_distribution(observations).log_prob(actions) - old_log_prob)
+            terms.append(th.mean(ratio * weights))
+        return self.sign * th.stack(terms).mean()
+
+
+class MeanKL:
+    """
+    ``E_s[KL(pi_old(.|s) || pi(.|s))]`` on fixed states, pi_old frozen at construction: the trust region.
+
+    :param policy: the policy whose parameters move
+    :param observations: states of the trust region (the meta-policy's own rollouts)
+    """
+
+    def __init__(self, policy: ActorCriticPolicy, observations: th.Tensor) -> None:
+        self.policy, self.observations = policy, observations
+        with th.no_grad():
+            # keep the torch distribution: SB3's Distribution wrapper is overwritten by later calls
+            self.old = policy.get_distribution(observations).distribution
+
+    def __call__(self) -> th.Tensor:
+        new = self.policy.get_distribution(self.observations).distribution
+        kl = th.distributions.kl_divergence(self.old, new)  # type: ignore[arg-type]
+        return (kl.sum(dim=-1) if kl.ndim > 1 else kl).mean()
 
 
 @dataclass(frozen=True)

@@ -35,10 +35,9 @@ from sb3_safemeta.common.functional_policy import (
     weighted_mean,
 )
 from sb3_safemeta.common.meta_algorithm import OnPolicyMetaAlgorithm
-from sb3_safemeta.common.meta_gradient import MeanKL
 from sb3_safemeta.common.rollout_data import RolloutData
 from sb3_safemeta.common.tasks import Task, task_cost_limit
-from sb3_safemeta.common.trust_region import TrustRegionResult, trust_region_step
+from sb3_safemeta.common.trust_region import MeanKL, TrustRegionResult, trust_region_step
 from sb3_safemeta.common.validation import as_cost_vector, check_positive
 from sb3_safemeta.maml_cost_penalty.policies import MlpPolicy
 

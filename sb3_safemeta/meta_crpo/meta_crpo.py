@@ -24,13 +24,12 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
+from sb3_safemeta.common.adaptation.batch import AdaptationBatch
 from sb3_safemeta.common.evaluation import MetaTestReport
 from sb3_safemeta.common.meta_algorithm import OnPolicyMetaAlgorithm
-from sb3_safemeta.common.meta_gradient import ImportanceWeightedSurrogate, MeanKL
-from sb3_safemeta.common.parametric_adaptation import AdaptationBatch
 from sb3_safemeta.common.rollout_data import RolloutData
 from sb3_safemeta.common.tasks import Task, task_cost_limit
-from sb3_safemeta.common.trust_region import TrustRegionResult, trust_region_step
+from sb3_safemeta.common.trust_region import ImportanceWeightedSurrogate, MeanKL, TrustRegionResult, trust_region_step
 from sb3_safemeta.common.validation import as_cost_vector, check_positive
 from sb3_safemeta.meta_crpo.policies import MlpPolicy
 

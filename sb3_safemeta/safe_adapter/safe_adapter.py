@@ -12,9 +12,9 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
-from sb3_safemeta.common.dual import AdaptationParams
+from sb3_safemeta.common.adaptation.dual import AdaptationParams
+from sb3_safemeta.common.adaptation.parametric import FIT_SCOPES, ParametricAdaptResult, adapt_on_rollout
 from sb3_safemeta.common.on_policy_cost_algorithm import OnPolicyCostAlgorithm
-from sb3_safemeta.common.parametric_adaptation import FIT_SCOPES, ParametricAdaptResult, adapt_on_rollout
 from sb3_safemeta.common.rollout_data import ADVANTAGE_ESTIMATORS, RolloutData
 from sb3_safemeta.common.validation import check_positive
 from sb3_safemeta.safe_adapter.policies import MlpPolicy
@@ -39,7 +39,7 @@ class SafeAdapter(OnPolicyCostAlgorithm):
     convention). The surrogate of each constraint is
     ``Jc_ep(pi_phi) + H * E[ratio * A_c] + lambda_c * E[KL(pi || pi_phi)]`` with ``H`` the mean episode
     length of the rollout, which stands for the paper's 1/(1 - gamma) (see
-    :mod:`sb3_safemeta.common.parametric_adaptation`).
+    :mod:`sb3_safemeta.common.adaptation.parametric`).
 
     :param policy: the policy model to use (MlpPolicy, or a CostActorCriticPolicy subclass)
     :param env: the environment to learn from (if registered in Gym, can be str); it must report

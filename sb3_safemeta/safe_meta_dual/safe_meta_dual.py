@@ -12,15 +12,15 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
-from sb3_safemeta.common.dual import AdaptationParams
+from sb3_safemeta.common.adaptation.dual import AdaptationParams
+from sb3_safemeta.common.adaptation.parametric import FIT_SCOPES, ParametricAdaptResult, adapt_on_rollout
 from sb3_safemeta.common.evaluation import MetaTestReport
 from sb3_safemeta.common.meta_algorithm import OnPolicyMetaAlgorithm
-from sb3_safemeta.common.meta_gradient import ImportanceWeightedSurrogate, MeanKL, eq6_weights, penalised_advantages
-from sb3_safemeta.common.parametric_adaptation import FIT_SCOPES, ParametricAdaptResult, adapt_on_rollout
 from sb3_safemeta.common.rollout_data import RolloutData
 from sb3_safemeta.common.tasks import Task, task_cost_limit
-from sb3_safemeta.common.trust_region import TrustRegionResult, trust_region_step
+from sb3_safemeta.common.trust_region import ImportanceWeightedSurrogate, MeanKL, TrustRegionResult, trust_region_step
 from sb3_safemeta.common.validation import check_positive
+from sb3_safemeta.safe_meta_dual.meta_gradient import eq6_weights, penalised_advantages
 from sb3_safemeta.safe_meta_dual.policies import MlpPolicy
 
 CRPO_RULES = ("any", "mean")
@@ -73,7 +73,7 @@ class SafeMetaDual(OnPolicyMetaAlgorithm):
     :param meta_gradient: ``"alg4"`` (default): Algorithm 4 line 7, E_{pi^tau}[grad_phi log pi_phi A^{pi^tau}];
         ``"eq6"``: the fuller eq. (6), which adds the eta^-1 grad_phi Qbar term (the change of pi_phi's
         penalised action values with phi), estimated from the same adapted rollouts by reweighting the samples
-        (see :func:`~sb3_safemeta.common.meta_gradient.eq6_weights`: pi_phi's continuation and advantages are
+        (see :func:`~sb3_safemeta.safe_meta_dual.meta_gradient.eq6_weights`: pi_phi's continuation and advantages are
         approximated by the adapted policy's own rollout); no second derivative either way. Experimental: with
         advantages estimated from the same trajectories (``"mc"``, ``"gae"``) the eq. (6) weights are biased
         (double sampling: a product of two conditional expectations of the same continuation, which no
@@ -300,7 +300,7 @@ class SafeMetaDual(OnPolicyMetaAlgorithm):
         default ``normalize_advantage=True``) and the discount of the rollout's advantages (``gamma``).
 
         The rollout's advantages are same-trajectory estimates, so the weights are biased (double sampling, see
-        :func:`~sb3_safemeta.common.meta_gradient.eq6_weights`). ``trace_decay`` is deliberately not passed: the
+        :func:`~sb3_safemeta.safe_meta_dual.meta_gradient.eq6_weights`). ``trace_decay`` is deliberately not passed: the
         truncation it applies (``self.gae_lambda``, which is 1 for ``advantage_estimator="mc"``, would be the
         value) removes only the dependence of C_k on a_k and was no better, on the tabular test or on
         SafeMetaPointNav-v0 (docs/modules/safe_meta_dual.md).

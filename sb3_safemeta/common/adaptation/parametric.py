@@ -21,7 +21,7 @@ g = 533, 327, 413, 385, 401, decreasing in u as the dual theory says. On tabular
 converges, both starts give pi^u; the dual solver then needs few fits.
 
 The dual solver (``dual_solver="auto"``) is bracketing regula falsi for one cost channel and a
-projected Newton method for several (see :func:`_bisection`, :func:`_projected_newton`); PGD
+projected Newton method for several (see :func:`bisection`, :func:`projected_newton`); PGD
 (Algorithm 1) is available as ``"pgd"``.
 
 Units: with data from episodes of mean length T, ``horizon=T``, costs summed undiscounted over an
@@ -33,7 +33,7 @@ Jc and samples from the discounted visitation it is exactly the paper's problem 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,51 +43,18 @@ from stable_baselines3.common.distributions import Distribution
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from sb3_safemeta.common.dual import (
-    AdaptationParams,
-    DualSolution,
-    adaptation_temperature,
-    dual_gradient,
-    projected_gradient_descent,
-)
-from sb3_safemeta.common.head_fit import actor_latent, fit_head
+from sb3_safemeta.common.adaptation.batch import AdaptationBatch
+from sb3_safemeta.common.adaptation.dual import AdaptationParams, adaptation_temperature, solve_dual
+from sb3_safemeta.common.adaptation.head_fit import actor_latent, fit_head
 
 if TYPE_CHECKING:
     from sb3_safemeta.common.rollout_data import RolloutData
 
-__all__ = ["FIT_SCOPES", "AdaptationBatch", "ParametricAdaptResult", "adapt_on_rollout", "parametric_safe_adapt"]
+__all__ = ["FIT_SCOPES", "ParametricAdaptResult", "adapt_on_rollout", "parametric_safe_adapt"]
 
 FIT_SCOPES = ("actor", "head")
 _BACKTRACK_FACTOR = 0.8
 _RELATIVE_TOLERANCE = 1e-4
-
-
-@dataclass
-class AdaptationBatch:
-    """
-    The data of one adaptation step, collected with pi_phi (all tensors on the policy's device).
-
-    :param observations: (n, *obs_shape)
-    :param actions: (n, *action_shape)
-    :param advantages: reward advantages A(s, a), (n,)
-    :param cost_advantages: cost advantages A_ci(s, a), (n, p)
-    :param weights: sample weights summing to one, (n,); uniform for on-policy samples, or the
-        exact visitation nu(s) pi_phi(a|s) when all state-action pairs are enumerated (tests)
-    """
-
-    observations: th.Tensor
-    actions: th.Tensor
-    advantages: th.Tensor
-    cost_advantages: th.Tensor
-    weights: th.Tensor
-
-    def __post_init__(self) -> None:
-        for name in ("advantages", "cost_advantages", "weights"):
-            value = getattr(self, name)
-            if not bool(th.isfinite(value).all()):
-                raise ValueError(f"{name} contains NaN or infinite values: check the rewards, costs and value estimates")
-        if self.cost_advantages.ndim != 2 or self.cost_advantages.shape[0] != self.advantages.shape[0]:
-            raise ValueError(f"cost_advantages must have shape (n, p), got {tuple(self.cost_advantages.shape)}")
 
 
 @dataclass(frozen=True)
@@ -132,7 +99,7 @@ class _Surrogate:
     Importance-weighted surrogate of problem (1) around pi_phi for one batch.
 
     :param fit_scope: ``"actor"`` (fit ``parameters``, the whole actor) or ``"head"`` (fit the last layer on
-        the actor's latent features, computed once; see :mod:`sb3_safemeta.common.head_fit`)
+        the actor's latent features, computed once; see :mod:`sb3_safemeta.common.adaptation.head_fit`)
     """
 
     def __init__(
@@ -254,7 +221,7 @@ def parametric_safe_adapt(
         discounted form, the mean episode length in episode units
     :param dual_solver: ``"pgd"`` (Algorithm 1/3), ``"bisection"`` (p = 1 only: the surrogate
         slack is monotone in u), ``"newton"`` (projected Newton with finite-difference Hessian, see
-        :func:`_projected_newton`) or ``"auto"`` (bisection for p = 1, else Newton)
+        :func:`projected_newton`) or ``"auto"`` (bisection for p = 1, else Newton)
     :param beta: PGD step size on the gradient (5) rescaled by H, i.e. u <- max(0, u - beta (d + delta - g))
     :param n_dual_steps: dual iterations, i.e. fits of pi^u (for ``"newton"``: at most this many fits,
         p + 1 or more per Newton iteration)
@@ -269,7 +236,7 @@ def parametric_safe_adapt(
         1e-2 relative between nearby u). The exact tabular comparisons use 1e-6.
     :param fit_scope: what represents pi^u: ``"actor"`` (every actor parameter, Appendix E.2) or ``"head"`` (the last
         layer only, on the actor's current features: a closed form for Gaussian policies, milliseconds per fit;
-        see :mod:`sb3_safemeta.common.head_fit`)
+        see :mod:`sb3_safemeta.common.adaptation.head_fit`)
     :return: multipliers and diagnostics
     """
     if fit_scope not in FIT_SCOPES:
@@ -309,7 +276,7 @@ def parametric_safe_adapt(
         fits[tuple(u.tolist())] = (parameters_to_vector(actor_parameters).detach().clone(), surrogate_cost)
         return surrogate_cost
 
-    solution = _solve_dual(
+    solution = solve_dual(
         fitted_surrogate, params, n_costs, dual_solver, beta, n_dual_steps, u0, dual_tol, _multiplier_scale(batch)
     )
     if tuple(solution.u.tolist()) not in fits:
@@ -361,200 +328,6 @@ def _multiplier_scale(batch: AdaptationBatch) -> float:
 
     cost_std = float(std(batch.cost_advantages).mean())
     return float(std(batch.advantages)) / cost_std if cost_std > 0.0 else 1.0
-
-
-def _solve_dual(
-    fitted_surrogate: Callable[[np.ndarray], np.ndarray],
-    params: AdaptationParams,
-    n_costs: int,
-    dual_solver: str,
-    beta: float,
-    n_steps: int,
-    u0: np.ndarray | None,
-    tol: float,
-    u_scale: float,
-) -> DualSolution:
-    """Minimise the dual (4) over u >= 0 with the fitted surrogate as the gradient oracle (eq. 5)."""
-    if dual_solver == "auto":
-        dual_solver = "bisection" if n_costs == 1 else "newton"
-    if dual_solver == "pgd":
-        horizon = 1.0 / (1.0 - params.gamma)
-
-        def gradient(u: np.ndarray) -> np.ndarray:
-            return dual_gradient(fitted_surrogate(u), params) * horizon
-
-        # a step of beta (d + delta - g): stop when |d + delta - g| < tol * max(1, |d + delta|) on every channel
-        step_tol = beta * tol * float(np.min(np.maximum(1.0, np.abs(params.cost_limit + params.delta_c))))
-        return projected_gradient_descent(gradient, n_costs, beta, n_steps, u0=u0, tol=step_tol)
-    if dual_solver == "bisection":
-        if n_costs != 1:
-            raise ValueError(f"dual_solver='bisection' needs one cost channel, got {n_costs}; use 'newton' or 'pgd'")
-        return _bisection(fitted_surrogate, params, n_steps, u0, tol, u_scale)
-    if dual_solver == "newton":
-        return _projected_newton(fitted_surrogate, params, n_costs, n_steps, u0, tol)
-    raise ValueError(f"dual_solver must be 'auto', 'newton', 'pgd' or 'bisection', got {dual_solver!r}")
-
-
-def _bisection(
-    fitted_surrogate: Callable[[np.ndarray], np.ndarray],
-    params: AdaptationParams,
-    n_steps: int,
-    u0: np.ndarray | None,
-    tol: float = 1e-6,
-    u_scale: float = 1.0,
-) -> DualSolution:
-    """
-    p = 1: the dual gradient (5) is non-decreasing in u (the dual is convex), so u* is 0 if the
-    surrogate constraint holds at u = 0, else the root of the slack d + delta - g(pi^u), bracketed by
-    doubling from the warm start (or from ``u_scale`` without one). The bracket is shrunk by regula
-    falsi with the Illinois modification (superlinear; the end kept twice in a row has its slack
-    halved, so both ends converge), which needs far fewer fits than halving (7 instead of 40 on the
-    tabular tests); the feasible end of the bracket is returned.
-
-    :param fitted_surrogate: u -> g(pi^u), (1,) (one fit of pi^u per call)
-    :param params: hyper-parameters (d, delta)
-    :param n_steps: maximum number of calls of ``fitted_surrogate``
-    :param u0: warm start: the first upper end of the bracket if > 0
-    :param tol: stop when the slack at the feasible end is at most ``tol * max(1, |d + delta|)``, or the
-        bracket is narrower than ``tol`` relative
-    :param u_scale: the first upper end of the bracket without a warm start
-    :return: the multiplier (a point where ``fitted_surrogate`` was called) and convergence information
-    """
-    bound = float(params.cost_limit[0] + params.delta_c[0])
-    scale = max(1.0, abs(bound))
-    evaluations = 0
-
-    def slack(u: float) -> float:
-        nonlocal evaluations
-        evaluations += 1
-        return (bound - float(fitted_surrogate(np.array([u]))[0])) / scale
-
-    low, slack_low = 0.0, slack(0.0)
-    if slack_low >= 0.0:
-        return DualSolution(u=np.zeros(1), n_iterations=evaluations, converged=True)
-    warm = float(np.ravel(u0)[0]) if u0 is not None else 0.0
-    high = warm if warm > 0.0 else max(u_scale, 1e-6)
-    slack_high = slack(high)
-    while slack_high < 0.0 and evaluations < n_steps:
-        low, slack_low, high = high, slack_high, 2.0 * high
-        slack_high = slack(high)
-    if slack_high < 0.0:  # not bracketed within the budget
-        return DualSolution(u=np.array([high]), n_iterations=evaluations, converged=False)
-    weight_low, weight_high, kept = slack_low, slack_high, 0
-    while evaluations < n_steps and slack_high > tol and high - low > tol * high:
-        middle = high - weight_high * (high - low) / (weight_high - weight_low)
-        middle = min(max(middle, low + 1e-3 * (high - low)), high - 1e-3 * (high - low))
-        slack_middle = slack(middle)
-        if slack_middle < 0.0:
-            low, slack_low, weight_low = middle, slack_middle, slack_middle
-            weight_high = 0.5 * weight_high if kept == 1 else slack_high
-            kept = 1  # the high end was kept
-        else:
-            high, slack_high, weight_high = middle, slack_middle, slack_middle
-            weight_low = 0.5 * weight_low if kept == -1 else slack_low
-            kept = -1  # the low end was kept
-    converged = slack_high <= tol or high - low <= tol * high
-    return DualSolution(u=np.array([high]), n_iterations=evaluations, converged=converged)
-
-
-def _box_qp(linear: np.ndarray, hessian: np.ndarray, start: np.ndarray, max_sweeps: int = 1000) -> np.ndarray:
-    """
-    argmin_{v >= 0} linear.v + v' hessian v / 2 for a symmetric positive definite ``hessian`` of
-    size p (a handful of cost channels), by exact coordinate descent (converges for any SPD matrix).
-    """
-    v = start.copy()
-    for _ in range(max_sweeps):
-        previous = v.copy()
-        for i in range(len(v)):
-            v[i] = max(0.0, v[i] - (linear[i] + hessian[i] @ v) / hessian[i, i])
-        if np.max(np.abs(v - previous)) <= 1e-12 * max(1.0, float(np.max(np.abs(v)))):
-            break
-    return v
-
-
-def _projected_newton(
-    fitted_surrogate: Callable[[np.ndarray], np.ndarray],
-    params: AdaptationParams,
-    n_costs: int,
-    n_steps: int,
-    u0: np.ndarray | None,
-    tol: float = 1e-6,
-    relative_fd_step: float = 1e-3,
-) -> DualSolution:
-    """
-    Projected Newton method on the convex dual (4), with a line search that needs only its gradient.
-
-    Every oracle call is a fit of pi^u, so the solver must need few of them. The dual gradient is
-    (1 - gamma) s(u) with the scaled slack s = (d + delta - g(pi^u)) / max(1, |d + delta|), and the
-    dual Hessian (1 - gamma) ds/du is symmetric positive semi-definite. Each iteration estimates ds/du
-    by forward differences (p fits), takes the minimiser of the quadratic model over u >= 0 as the
-    direction d, and searches along u + alpha d (alpha in (0, 1], so u stays >= 0) for the minimum of
-    the dual: along a line of a convex function the derivative s(u + alpha d).d is non-decreasing,
-    so its sign brackets the minimum and regula falsi shrinks the bracket; a step whose derivative is
-    still <= 0 decreases the dual. No dual value is needed (the parametric fit gives none).
-
-    Why not PGD (Algorithm 1) for p >= 2: a fixed step beta is stable only below 2 / (largest
-    eigenvalue of ds/du) and slow along its smallest one; on random tabular CMDPs with p = 2 either
-    happens often enough that 40 iterations end far from u* (then the feasibility backtracking of
-    :func:`parametric_safe_adapt` shrinks the whole step). Newton's method is invariant to that
-    scaling and, on the same instances, reaches u* in a few iterations.
-
-    :param fitted_surrogate: u -> g(pi^u), (p,) (one fit of pi^u per call)
-    :param params: hyper-parameters (d, delta)
-    :param n_costs: p
-    :param n_steps: maximum number of calls of ``fitted_surrogate``
-    :param u0: warm start (default zeros)
-    :param tol: stopping tolerance on the KKT residual max_i |min(u_i, s_i)|
-    :param relative_fd_step: finite-difference step for ds/du_j, times (1 + u_j)
-    :return: the multipliers (a point where ``fitted_surrogate`` was called) and convergence information
-    """
-    bound = params.cost_limit + params.delta_c
-    scale = np.maximum(1.0, np.abs(bound))
-    evaluations = 0
-
-    def slack(u: np.ndarray) -> np.ndarray:
-        nonlocal evaluations
-        evaluations += 1
-        return (bound - fitted_surrogate(u)) / scale
-
-    def residual(u: np.ndarray, s: np.ndarray) -> float:
-        return float(np.max(np.abs(np.minimum(u, s))))
-
-    u = np.zeros(n_costs) if u0 is None else np.maximum(np.asarray(u0, dtype=np.float64).reshape(n_costs), 0.0)
-    s = slack(u)
-    while residual(u, s) > tol and evaluations + n_costs + 1 <= n_steps:
-        jacobian = np.empty((n_costs, n_costs))
-        for j in range(n_costs):
-            step = relative_fd_step * (1.0 + u[j])
-            jacobian[:, j] = (slack(u + step * np.eye(n_costs)[j]) - s) / step
-        eigenvalues, eigenvectors = np.linalg.eigh(0.5 * (jacobian + jacobian.T))
-        eigenvalues = np.maximum(eigenvalues, max(1e-6 * float(eigenvalues.max()), 1e-12))
-        hessian = (eigenvectors * eigenvalues) @ eigenvectors.T
-        direction = _box_qp(s - hessian @ u, hessian, u) - u
-        slope_start = float(s @ direction)  # derivative of the dual along the direction, over (1 - gamma)
-        if slope_start >= 0.0:
-            break  # the model's minimiser is u itself: KKT up to the fit's noise
-        accepted: tuple[np.ndarray, np.ndarray] | None = None
-        low, slope_low, high, slope_high, alpha = 0.0, slope_start, 1.0, 0.0, 1.0
-        while evaluations < n_steps:
-            candidate = u + alpha * direction
-            s_candidate = slack(candidate)
-            slope = float(s_candidate @ direction)
-            if slope <= 0.0:
-                accepted, low, slope_low = (candidate, s_candidate), alpha, slope
-                if alpha == 1.0 or -slope <= 0.1 * -slope_start:
-                    break  # the full step still descends, or the line minimum is reached
-            else:
-                high, slope_high = alpha, slope
-                if slope <= 0.1 * -slope_start:
-                    accepted = (candidate, s_candidate)  # just past the line minimum
-                    break
-            alpha = low + (high - low) * slope_low / (slope_low - slope_high)
-            alpha = min(max(alpha, low + 0.1 * (high - low)), high - 0.1 * (high - low))
-        if accepted is None:
-            break  # no descent found within the budget: keep u (it was evaluated)
-        u, s = accepted
-    return DualSolution(u=u, n_iterations=evaluations, converged=residual(u, s) <= tol)
 
 
 def adapt_on_rollout(

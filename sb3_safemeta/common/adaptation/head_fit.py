@@ -1,6 +1,6 @@
 """
 Fitting only the last layer of the actor ("head") to the adapted policy pi^u, the fast option of the
-parametric adaptation (``fit="head"`` in :func:`sb3_safemeta.common.parametric_adaptation.parametric_safe_adapt`).
+parametric adaptation (``fit="head"`` in :func:`sb3_safemeta.common.adaptation.parametric.parametric_safe_adapt`).
 
 The actor of an SB3 ``ActorCriticPolicy`` is ``action_net(latent(s))`` (plus a state-independent
 ``log_std`` for Gaussian actions). With the latent features held fixed, the weighted maximum-likelihood
