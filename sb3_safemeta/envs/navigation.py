@@ -15,7 +15,7 @@ built with Safety-Gymnasium's own task API (geoms ``Circle``, ``Sigwalls``, ``Ha
   |x| = 1.125, Safety-Gymnasium's value) with the Car agent, plus 3-7 hazards (radius 0.2) at
   uniform positions. Task: circle radius ~ U(0.7, 1) and the hazard positions. Cost 1 per step
   outside the region or inside a hazard. Observation 56 values (upstream Circle has no hazards; the
-  paper's copy added them, see DESIGN.md section 7).
+  meta-CPO authors added them to their copy of Safety-Gymnasium, see docs/guide/safety_gymnasium.md).
 - ``SafeMetaPointButton-v0`` (:class:`PointButtonEnv`): Button with the Point agent, 6-10 buttons
   and 6-10 hazards at uniform positions, the region |x|, |y| <= 1.5 (Button level 1's extents).
   Task: positions of buttons and hazards and the index of the first goal button. Reward:

@@ -5,8 +5,8 @@ Safety-Gymnasium 1.0.0 (the newest release on PyPI, Ji et al. 2023) pins ``gymna
 ``mujoco==2.3.3`` and ``pygame==2.1.0``; none of them can share an environment with
 Stable-Baselines3 2.x on Python 3.11, so the project installs it with ``pip install --no-deps``
 (see ``scripts/install.sh``). Importing it then fails. :func:`apply` fixes, at import time and
-without touching the installed files, exactly what breaks (measured in ``/work/shared/DEPENDENCIES.md``
-and in ``tests/test_safety_gym_compat.py``):
+without touching the installed files, exactly what breaks (measured on that stack, listed in
+``docs/guide/safety_gymnasium.md`` and reproduced by ``tests/test_safety_gym_compat.py``):
 
 1. **Removed wrapper modules** (Gymnasium >= 1.0.0): ``gymnasium.wrappers.compatibility``,
    ``.autoreset``, ``.env_checker``, ``.normalize`` and ``.time_limit`` are gone; their classes
