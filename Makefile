@@ -44,7 +44,7 @@ benchmark: install
 # Sphinx site from docs/ (Markdown through myst-parser); needs the [docs] extra
 doc: install
 	$(VENV)/bin/pip install --quiet -e ".[docs]"
-	$(VENV)/bin/sphinx-build -b html docs docs/_build/html
+	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -1,5 +1,6 @@
 """
-The units of the surrogate (docs/modules/safe_adapter.md, "Units"; the paper's problem (1)): ``cost_limit`` d is an undiscounted episode cost, and
+The units of the surrogate (docs/modules/safe_adapter.md, "Units"; the paper's problem (1)): ``cost_limit`` d
+is an undiscounted episode cost, and
 
     g_i(theta) = Jc_i(pi_phi) + H * E_w[ratio * A_ci] + lambda_ci * E_w[KL(pi_theta || pi_phi)]
 

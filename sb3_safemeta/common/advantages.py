@@ -74,7 +74,7 @@ def linear_baseline_advantages(
     Fit b(s, t) = features . w to the returns of ONE task by ridge regression and return A = R - b.
 
     :param returns: (n,) or (n, k) Monte-Carlo returns (k channels fitted independently)
-    :param observations: (n, *obs_shape)
+    :param observations: ``(n, *obs_shape)``
     :param time_steps: (n,)
     :param ridge: initial ridge coefficient, raised tenfold until the system is well conditioned
     :return: advantages of the same shape as ``returns``

@@ -29,14 +29,14 @@ class CostRolloutBufferSamples(NamedTuple):
 
 
 class CostRolloutBuffer(RolloutBuffer):
-    """
+    r"""
     SB3's rollout buffer plus p cost channels, whose advantages come from the same GAE function
     (:func:`sb3_safemeta.common.gae.compute_gae`) as the reward's, with their own lambda.
 
     ================  ===============================  =======  =================================
     field             shape (before ``get()``)         dtype    meaning
     ================  ===============================  =======  =================================
-    observations      (n_steps, n_envs, *obs_shape)    float32  s_t
+    observations      (n_steps, n_envs, \*obs_shape)   float32  s_t
     actions           (n_steps, n_envs, action_dim)    float32  a_t
     rewards           (n_steps, n_envs)                float32  r_t (+ gamma V(s_T) on truncation)
     costs             (n_steps, n_envs, p)             float32  c_t (+ gamma Vc(s_T) on truncation)

@@ -54,8 +54,8 @@ def functional_log_prob(
 
     :param policy: the policy that defines the architecture
     :param parameters: name -> tensor, names of ``policy.named_parameters()`` (see :func:`actor_parameter_dict`)
-    :param observations: (n, *obs_shape)
-    :param actions: (n, *action_shape) (int64 (n,) for Discrete)
+    :param observations: ``(n, *obs_shape)``
+    :param actions: ``(n, *action_shape)`` (int64 (n,) for Discrete)
     :return: (n,)
     """
     prefixed = {f"policy.{name}": value for name, value in parameters.items()}

@@ -22,22 +22,22 @@ ADVANTAGE_ESTIMATORS = ("gae", "mc")
 
 @dataclass
 class RolloutData:
-    """
+    r"""
     Samples and episode statistics of one rollout of one policy on one task.
 
-    =====================  ==================  =========  ======================================
-    field                  shape               dtype      meaning
-    =====================  ==================  =========  ======================================
-    observations           (n, *obs_shape)     float32    states s
-    actions                (n, *action_shape)  float32    actions a (int64 for Discrete)
-    advantages             (n,)                float32    reward advantages A(s, a)
-    cost_advantages        (n, p)              float32    cost advantages A_ci(s, a)
-    episode_returns        (n_episodes,)       float64    undiscounted returns of completed episodes
-    episode_costs          (n_episodes, p)     float64    undiscounted costs of completed episodes
-    episode_lengths        (n_episodes,)       float64    lengths of completed episodes
-    episode_ids            (n,)                int64      episode of every sample (0, 1, ...; the
-                                                          samples of one episode in time order)
-    =====================  ==================  =========  ======================================
+    =====================  ===================  =========  ======================================
+    field                  shape                dtype      meaning
+    =====================  ===================  =========  ======================================
+    observations           (n, \*obs_shape)     float32    states s
+    actions                (n, \*action_shape)  float32    actions a (int64 for Discrete)
+    advantages             (n,)                 float32    reward advantages A(s, a)
+    cost_advantages        (n, p)               float32    cost advantages A_ci(s, a)
+    episode_returns        (n_episodes,)        float64    undiscounted returns of completed episodes
+    episode_costs          (n_episodes, p)      float64    undiscounted costs of completed episodes
+    episode_lengths        (n_episodes,)        float64    lengths of completed episodes
+    episode_ids            (n,)                 int64      episode of every sample (0, 1, ...; the
+                                                           samples of one episode in time order)
+    =====================  ===================  =========  ======================================
 
     :param observations: see table
     :param actions: see table

@@ -144,7 +144,7 @@ class HalfCheetahVelEnv(LocomotionTaskEnv):
     half-cheetah-vel (paper Appendix D.1): run at a goal velocity without raising the head above h0.
 
     - Task: ``goal_velocity`` v* ~ U(0, 2) (paper; PEARL uses U(0, 3)).
-    - Reward: -|v_x - v*| - ``ctrl_cost_weight`` * sum_i a_i^2, with v_x the forward velocity of the torso
+    - Reward: ``-|v_x - v*|`` - ``ctrl_cost_weight`` * sum_i a_i^2, with v_x the forward velocity of the torso
       (x displacement over the step / dt, as in HalfCheetah-v5). The control term follows garage's and
       PEARL's HalfCheetahVel (weight 0.05); ``ctrl_cost_weight=0`` gives the paper's reward exactly.
     - Cost: 1 at each step where the height of the head (centre of the ``head`` geom, world z) exceeds h0
@@ -208,6 +208,7 @@ class HalfCheetahVelEnv(LocomotionTaskEnv):
         return float(self._data.geom_xpos[self._head_geom, 2])
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """:return: observation, reward, terminated, truncated and info with ``info["cost"]`` (see the class docstring)"""
         x_before = float(self._data.qpos[0])
         action = self._simulate(action)
         x_velocity = (float(self._data.qpos[0]) - x_before) / self._dt
@@ -279,6 +280,7 @@ class HumanoidDirEnv(LocomotionTaskEnv):
         return (self._mass_weights * self._data.xipos).sum(axis=0)[:2]
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """:return: observation, reward, terminated, truncated and info with ``info["cost"]`` (see the class docstring)"""
         xy_before = self._center_of_mass_xy()
         action = self._simulate(action)
         xy_velocity = (self._center_of_mass_xy() - xy_before) / self._dt
@@ -295,7 +297,7 @@ class HopperVelEnv(LocomotionTaskEnv):
     hopper-vel (paper Appendix D.1): hop at a goal velocity with a budget on the squared torques.
 
     - Task: ``goal_velocity`` v* ~ U(0, 1).
-    - Reward: -|v_x - v*| + ``healthy_reward`` * [healthy] (v5 healthy reward 1.0, termination when unhealthy).
+    - Reward: ``-|v_x - v*|`` + ``healthy_reward`` * [healthy] (v5 healthy reward 1.0, termination when unhealthy).
       The healthy reward is kept on purpose: the tracking term is never positive, so without it ending the
       episode early by falling would *raise* the return.
     - Cost: sum_i a_i^2 with a in [-1, 1]^3 (the paper's "control cost of the robot"; v5's 1e-3 weight would
@@ -343,6 +345,7 @@ class HopperVelEnv(LocomotionTaskEnv):
         self._goal_velocity = float(task["goal_velocity"])
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """:return: observation, reward, terminated, truncated and info with ``info["cost"]`` (see the class docstring)"""
         x_before = float(self._data.qpos[0])
         action = self._simulate(action)
         x_velocity = (float(self._data.qpos[0]) - x_before) / self._dt
@@ -365,7 +368,7 @@ class SwimmerNoiseEnv(LocomotionTaskEnv):
       positions through the next integration; positions are not perturbed directly, which keeps the joint
       angles in range and v_x (a displacement over dt) meaningful. With sigma^2 = 0.5 the step-to-step spread of
       v_x under random actions grows from 0.37 to about 1.2 m/s: the noisy tasks are hard, as intended.
-    - Reward: -|v_x - v*|, v_x the forward velocity of the front tip (x displacement / dt, as Swimmer-v5).
+    - Reward: ``-|v_x - v*|``, v_x the forward velocity of the front tip (x displacement / dt, as Swimmer-v5).
     - Cost: w * sum_i a_i^2 with a in [-1, 1]^2. Limit d = 5 per episode (Table 2, lambda = 0.2).
 
     Measured (10 episodes, seeds 0-9): uniform random actions cost 133 * w per 200-step episode (w in
@@ -395,6 +398,7 @@ class SwimmerNoiseEnv(LocomotionTaskEnv):
         self._cost_weight = float(task["cost_weight"])
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """:return: observation, reward, terminated, truncated and info with ``info["cost"]`` (see the class docstring)"""
         x_before = float(self._data.qpos[0])
         action = self._simulate(action)
         x_velocity = (float(self._data.qpos[0]) - x_before) / self._dt

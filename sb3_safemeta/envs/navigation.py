@@ -8,16 +8,16 @@ built with Safety-Gymnasium's own task API (geoms ``Circle``, ``Sigwalls``, ``Ha
 :mod:`sb3_safemeta.envs.safety_gym_compat` (it does not import cleanly on Gymnasium 1.x).
 
 - ``SafeMetaPointCircle-v0`` (:class:`PointCircleEnv`): Circle level 1 with the Point agent. Task:
-  circle radius ~ U(1, 1.5) and wall distance ~ U(0.55, 0.75) (the safe region is |x| <= wall
-  distance). Reward: Safety-Gymnasium's circle reward (tangential speed / (1 + |r - radius|));
+  circle radius ~ U(1, 1.5) and wall distance ~ U(0.55, 0.75) (the safe region is ``|x| <= wall
+  distance``). Reward: Safety-Gymnasium's circle reward (``tangential speed / (1 + |r - radius|)``);
   cost 1 per step outside the safe region. Observation 28 values (as in the paper).
 - ``SafeMetaCarCircleHazard-v0`` (:class:`CarCircleHazardEnv`): Circle level 1 (walls at
-  |x| = 1.125, Safety-Gymnasium's value) with the Car agent, plus 3-7 hazards (radius 0.2) at
+  ``|x| = 1.125``, Safety-Gymnasium's value) with the Car agent, plus 3-7 hazards (radius 0.2) at
   uniform positions. Task: circle radius ~ U(0.7, 1) and the hazard positions. Cost 1 per step
   outside the region or inside a hazard. Observation 56 values (upstream Circle has no hazards; the
   meta-CPO authors added them to their copy of Safety-Gymnasium, see docs/guide/safety_gymnasium.md).
 - ``SafeMetaPointButton-v0`` (:class:`PointButtonEnv`): Button with the Point agent, 6-10 buttons
-  and 6-10 hazards at uniform positions, the region |x|, |y| <= 1.5 (Button level 1's extents).
+  and 6-10 hazards at uniform positions, the region ``|x|, |y| <= 1.5`` (Button level 1's extents).
   Task: positions of buttons and hazards and the index of the first goal button. Reward:
   Safety-Gymnasium's button reward (progress to the goal button, +1 on pressing it); cost 1 per
   step pressing a wrong button, inside a hazard or outside the region. Observation 60 values.
@@ -336,7 +336,7 @@ class NavigationTaskEnv(TaskEnv):
 
 class PointCircleEnv(NavigationTaskEnv):
     """
-    Point-Circle (paper Appendix D.1): run along a circle while staying in the strip |x| <= wall distance.
+    Point-Circle (paper Appendix D.1): run along a circle while staying in the strip ``|x| <= wall distance``.
 
     Task keys: ``radius`` ~ U(1, 1.5), ``wall_distance`` ~ U(0.55, 0.75).
 
@@ -357,7 +357,7 @@ class PointCircleEnv(NavigationTaskEnv):
 class CarCircleHazardEnv(NavigationTaskEnv):
     """
     Car-Circle-Hazard (paper Appendix D.1): run along a circle with the Car agent, staying in
-    |x| <= 1.125 and out of 3-7 hazards.
+    ``|x| <= 1.125`` and out of 3-7 hazards.
 
     Task keys: ``radius`` ~ U(0.7, 1); ``hazard_positions``: 3-7 ``[x, y]`` pairs (the number is
     uniform on {3, ..., 7}), uniform in [-0.85, 0.85]^2 (inside the walls), at least
@@ -392,7 +392,7 @@ class CarCircleHazardEnv(NavigationTaskEnv):
 class PointButtonEnv(NavigationTaskEnv):
     """
     Point-Button (paper Appendix D.1): press the goal button while avoiding wrong buttons, hazards
-    and leaving the square |x|, |y| <= 1.5.
+    and leaving the square ``|x|, |y| <= 1.5``.
 
     Task keys: ``button_positions`` and ``hazard_positions``: 6-10 ``[x, y]`` pairs each (numbers
     uniform on {6, ..., 10}), uniform in [-1.25, 1.25]^2 and separated by the keep-out radii

@@ -80,6 +80,7 @@ class PointNavEnv(TaskEnv):
         return self._position.astype(np.float32), {}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """:return: observation, reward, terminated, truncated and info with ``info["cost"]`` (see the class docstring)"""
         action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
         self._position = np.clip(self._position + _STEP * action, -_BOUND, _BOUND)
         reward = -float(np.linalg.norm(self._position - self.goal))

@@ -94,8 +94,8 @@ class SampleSet:
     """
     One task's samples for :func:`inner_step` or :class:`MAMLSurrogate`.
 
-    :param observations: states, (n, *obs_shape)
-    :param actions: actions, (n, *action_shape) (int64 (n,) for Discrete)
+    :param observations: states, ``(n, *obs_shape)``
+    :param actions: actions, ``(n, *action_shape)`` (int64 (n,) for Discrete)
     :param advantages: penalised advantages X = A - w.A_c, (n,)
     :param weights: sample weights (n,) (None: 1/n each, the sample mean; exact expectations in the tabular tests)
     :param old_log_prob: log-probabilities under the policy that collected the data (None: see :func:`inner_step`)

@@ -133,8 +133,8 @@ class CPOData:
     """
     One task's data for a CPO step.
 
-    :param observations: states, (n, *obs_shape)
-    :param actions: actions, (n, *action_shape) (int64 (n,) for Discrete)
+    :param observations: states, ``(n, *obs_shape)``
+    :param actions: actions, ``(n, *action_shape)`` (int64 (n,) for Discrete)
     :param advantages: reward advantages A, (n,) (normalised by default in :class:`MetaCPO`)
     :param cost_advantages: cost advantages A_c of the constrained channel, (n,)
     :param cost_excess: c = Jc(pi_old) - d, the episode cost of the collecting policy minus the limit

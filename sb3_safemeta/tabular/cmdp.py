@@ -191,7 +191,7 @@ class TabularCMDP:
 
     def advantage_bound(self, signal: np.ndarray) -> float:
         """
-        An upper bound of max over ALL policies of |A^pi(s, a)| for a signal (the constant A^max of
+        An upper bound of max over ALL policies of ``|A^pi(s, a)|`` for a signal (the constant A^max of
         Lemma 1), from the optimal and pessimal value functions: for every pi,
         V_min <= V^pi <= V_max, so A^pi(s, a) = signal + gamma P V^pi - V^pi(s) lies in
         [signal + gamma P V_min - V_max(s), signal + gamma P V_max - V_min(s)].

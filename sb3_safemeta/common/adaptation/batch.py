@@ -19,8 +19,8 @@ class AdaptationBatch:
     """
     The data of one adaptation step, collected with pi_phi (all tensors on the policy's device).
 
-    :param observations: (n, *obs_shape)
-    :param actions: (n, *action_shape)
+    :param observations: ``(n, *obs_shape)``
+    :param actions: ``(n, *action_shape)``
     :param advantages: reward advantages A(s, a), (n,)
     :param cost_advantages: cost advantages A_ci(s, a), (n, p)
     :param weights: sample weights summing to one, (n,); uniform for on-policy samples, or the

@@ -365,7 +365,7 @@ def projected_newton(
     Projected Newton method on the convex dual (4), with a line search that needs only its gradient.
 
     Every oracle call is a fit of pi^u, so the solver must need few of them. The dual gradient is
-    (1 - gamma) s(u) with the scaled slack s = (d + delta - g(pi^u)) / max(1, |d + delta|), and the
+    (1 - gamma) s(u) with the scaled slack ``s = (d + delta - g(pi^u)) / max(1, |d + delta|)``, and the
     dual Hessian (1 - gamma) ds/du is symmetric positive semi-definite. Each iteration estimates ds/du
     by forward differences (p fits), takes the minimiser of the quadratic model over u >= 0 as the
     direction d, and searches along u + alpha d (alpha in (0, 1], so u stays >= 0) for the minimum of
@@ -384,7 +384,7 @@ def projected_newton(
     :param n_costs: p
     :param n_steps: maximum number of calls of ``fitted_surrogate``
     :param u0: warm start (default zeros)
-    :param tol: stopping tolerance on the KKT residual max_i |min(u_i, s_i)|
+    :param tol: stopping tolerance on the KKT residual ``max_i |min(u_i, s_i)|``
     :param relative_fd_step: finite-difference step for ds/du_j, times (1 + u_j)
     :return: the multipliers (a point where ``fitted_surrogate`` was called) and convergence information
     """
