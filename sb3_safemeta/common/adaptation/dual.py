@@ -316,8 +316,14 @@ def bisection(
     high = warm if warm > 0.0 else max(u_scale, 1e-6)
     slack_high = slack(high)
     while slack_high < 0.0 and evaluations < n_steps:
+        previous = slack_high
         low, slack_low, high = high, slack_high, 2.0 * high
         slack_high = slack(high)
+        if slack_high < 0.0 and slack_high - previous <= tol:
+            # g(pi^u) stopped decreasing: it has reached its limit for u -> infinity (pi^u -> pi_phi in the
+            # exact problem, a fit's floor on samples) above the bound. Doubling further only inflates u
+            # (it used to end at ~1e21); stop at this finite u, unconverged (the caller backtracks).
+            break
     if slack_high < 0.0:  # not bracketed within the budget
         return DualSolution(u=np.array([high]), n_iterations=evaluations, converged=False)
     weight_low, weight_high, kept = slack_low, slack_high, 0

@@ -55,6 +55,8 @@ __all__ = ["FIT_SCOPES", "ParametricAdaptResult", "adapt_on_rollout", "parametri
 FIT_SCOPES = ("actor", "head")
 _BACKTRACK_FACTOR = 0.8
 _RELATIVE_TOLERANCE = 1e-4
+# cost advantages whose spread is below this fraction of the reward advantages' are round-off, not a signal
+_NO_COST_SIGNAL = 1e-6
 
 
 @dataclass(frozen=True)
@@ -277,7 +279,7 @@ def parametric_safe_adapt(
         return surrogate_cost
 
     solution = solve_dual(
-        fitted_surrogate, params, n_costs, dual_solver, beta, n_dual_steps, u0, dual_tol, _multiplier_scale(batch)
+        fitted_surrogate, params, n_costs, dual_solver, beta, n_dual_steps, u0, dual_tol, _multiplier_scale(batch, params)
     )
     if tuple(solution.u.tolist()) not in fits:
         fitted_surrogate(solution.u)
@@ -314,10 +316,19 @@ def parametric_safe_adapt(
     )
 
 
-def _multiplier_scale(batch: AdaptationBatch) -> float:
+def _multiplier_scale(batch: AdaptationBatch, params: AdaptationParams) -> float:
     """
-    :return: std(A) / mean_i std(A_ci) under the sample weights: the u at which the cost penalty u.A_c
-        is as large as the reward advantage, a first guess of u* without a warm start (1 if A_c is constant)
+    The first upper end of the dual bracket without a warm start.
+
+    With a cost signal: std(A) / mean_i std(A_ci) under the sample weights, the u at which the cost penalty
+    u.A_c is as large as the reward advantage. Without one (a rollout that never met the hazard: the cost
+    advantages are zero up to round-off, e.g. 1e-15 from the baseline fit), that ratio is ~1e15 and the
+    bracket started there (and doubled) used to end at u ~ 1e21, a step frozen at pi_phi (issue 12). There
+    the constraint is bound by its lambda_c * KL term alone (eq. 1), which depends on u only through
+    eta_u = lambda + (1 - gamma) sum_i u_i lambda_ci (Proposition 1): the scale is then the u at which
+    eta_u = 2 lambda, and u* is the finite root of lambda_c KL(pi^u || pi_phi) = d + delta - Jc.
+
+    :return: the scale of u (1 if neither is defined)
     """
     weights = batch.weights.double()
 
@@ -326,8 +337,12 @@ def _multiplier_scale(batch: AdaptationBatch) -> float:
         centred = values - weights @ values
         return th.sqrt(weights @ centred**2)
 
+    reward_std = float(std(batch.advantages))
     cost_std = float(std(batch.cost_advantages).mean())
-    return float(std(batch.advantages)) / cost_std if cost_std > 0.0 else 1.0
+    kl_weight = (1.0 - params.gamma) * float(np.sum(params.lambda_c))
+    if cost_std <= _NO_COST_SIGNAL * max(reward_std, 1e-30):
+        return params.lambda_ / kl_weight if kl_weight > 0.0 else 1.0
+    return reward_std / cost_std
 
 
 def adapt_on_rollout(

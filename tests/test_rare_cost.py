@@ -1,0 +1,126 @@
+"""
+A^s where costs are rare (issue 12): the dual numerics when the lambda_c * KL term alone binds, the
+statistical margin on the cost, the recovery step, and the episode-count rule. Oracles: closed forms and
+SciPy on tabular CMDPs, hand-made environments whose hazard probability is known.
+"""
+
+import numpy as np
+import pytest
+import scipy.optimize
+import torch as th
+from tabular_helpers import exact_batch, tabular_policy
+
+from sb3_safemeta.common.adaptation.batch import AdaptationBatch
+from sb3_safemeta.common.adaptation.dual import AdaptationParams
+from sb3_safemeta.common.adaptation.parametric import parametric_safe_adapt
+from sb3_safemeta.tabular import random_cmdp
+
+
+def _kl_bound_instance(seed: int):
+    """A tabular step whose rollout saw no cost: the cost advantages are round-off (1e-12), Jc = 1, d = 1.2."""
+    cmdp = random_cmdp(5, 3, 1, gamma=0.9, seed=seed)
+    rng = np.random.default_rng(seed)
+    reference = np.exp(rng.normal(size=(5, 3)))
+    reference /= reference.sum(axis=1, keepdims=True)
+    batch = exact_batch(cmdp, reference)
+    batch = AdaptationBatch(
+        batch.observations,
+        batch.actions,
+        batch.advantages,
+        th.as_tensor(1e-12 * rng.normal(size=(len(batch.weights), 1)), dtype=th.float32),
+        batch.weights,
+    )
+    return cmdp, reference, batch
+
+
+def _closed_form_kl_bound(reference, batch, lambda_, lambda_c, slack, gamma):
+    """
+    With A_c = 0, pi^u ∝ pi_phi exp(A / eta_u) (Proposition 1) and the constraint of (1) reads
+    lambda_c E_nu[KL(pi^u || pi_phi)] <= slack: eta* is the root of that equality (KL decreases in eta),
+    u* = (eta* - lambda) / ((1 - gamma) lambda_c).
+    """
+    n_states, n_actions = reference.shape
+    advantages = batch.advantages.double().numpy().reshape(n_states, n_actions)
+    state_weights = batch.weights.double().numpy().reshape(n_states, n_actions).sum(axis=1)
+
+    def adapted(eta):
+        logits = np.log(reference) + advantages / eta
+        policy = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return policy / policy.sum(axis=1, keepdims=True)
+
+    def kl(policy):
+        return float(state_weights @ np.sum(policy * (np.log(policy) - np.log(reference)), axis=1))
+
+    eta = scipy.optimize.brentq(lambda eta: lambda_c * kl(adapted(eta)) - slack, lambda_, 1e6, xtol=1e-12)
+    return (eta - lambda_) / ((1.0 - gamma) * lambda_c), adapted(eta), state_weights, advantages, kl
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_kl_bound_dual_returns_the_finite_multiplier(seed):
+    """
+    The lambda_c * KL term alone binds (the rollout saw no cost, lambda_c large): u* must be the finite root
+    of lambda_c KL(pi^u || pi_phi) = d - Jc (closed form), and the adapted policy the solution of problem (1)
+    by SLSQP. (The tabular fit is exact, so the constrained problem has a root; the network case where it has
+    none is the next test.)
+    """
+    cmdp, reference, batch = _kl_bound_instance(seed)
+    lambda_, lambda_c, start_cost, cost_limit = 0.3, 50.0, 1.0, 1.2
+    u_star, closed_form, state_weights, advantages, kl = _closed_form_kl_bound(
+        reference, batch, lambda_, lambda_c, cost_limit - start_cost, cmdp.gamma
+    )
+    assert 0.0 < u_star < 1e3
+    policy = tabular_policy(np.log(reference))
+    params = AdaptationParams.create(lambda_, lambda_c, cost_limit, 0.0, cmdp.gamma, 1)
+    result = parametric_safe_adapt(
+        policy, list(policy.action_net.parameters()), batch, np.array([start_cost]), params,
+        horizon=1.0 / (1.0 - cmdp.gamma), n_dual_steps=40, dual_tol=1e-6,
+    )  # fmt: skip
+    assert result.u[0] == pytest.approx(u_star, rel=1e-2)
+    assert result.kl == pytest.approx((cost_limit - start_cost) / lambda_c, rel=1e-3)  # the KL radius
+    with th.no_grad():
+        adapted = policy.get_distribution(th.eye(5)).distribution.probs.double().numpy()
+    assert np.max(np.abs(adapted - closed_form)) <= 5e-4
+
+    # problem (1) itself by SLSQP over the logits (A_c = 0: the constraint is the KL radius)
+    def unpack(x):
+        logits = x.reshape(5, 3)
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return p / p.sum(axis=1, keepdims=True)
+
+    def objective(x):
+        p = unpack(x)
+        return -(float(state_weights @ np.sum(p * advantages, axis=1)) - lambda_ * kl(p))
+
+    constraint = {"type": "ineq", "fun": lambda x: (cost_limit - start_cost) - lambda_c * kl(unpack(x))}
+    solution = scipy.optimize.minimize(
+        objective, np.log(reference).ravel(), method="SLSQP", constraints=[constraint], options={"ftol": 1e-14, "maxiter": 500}
+    )
+    assert np.max(np.abs(unpack(solution.x) - adapted)) <= 2e-3
+
+
+def test_kl_bound_with_a_fit_floor_stops_at_a_finite_multiplier():
+    """
+    The issue's case on a network: the rollout saw no cost (A_c is round-off) and lambda_c is large, so the KL
+    radius (d - Jc) / lambda_c = 0.002 is below what a fit from phi on 256 samples can reach (its KL floor: the
+    fit of near-uniform weights moves toward the samples' maximum likelihood). No u meets the fitted
+    constraint; the dual used to double u from std(A) / std(A_c) ~ 1e15 to ~1e21. It must stop at a finite u
+    once g stops decreasing, and the backtracked step must satisfy the constraint.
+    """
+    import gymnasium as gym
+    from stable_baselines3.common.policies import ActorCriticPolicy
+
+    th.manual_seed(0)
+    n = 256
+    policy = ActorCriticPolicy(gym.spaces.Box(-1, 1, (3,)), gym.spaces.Box(-1, 1, (2,)), lambda _: 1e-3, net_arch=[64, 64])
+    observations = th.rand(n, 3) * 2 - 1
+    with th.no_grad():
+        actions = policy.get_distribution(observations).sample()
+    batch = AdaptationBatch(observations, actions, th.randn(n), 1e-15 * th.randn(n, 1), th.full((n,), 1.0 / n))
+    params = AdaptationParams.create(1.0, 1000.0, 2.0, 0.0, 1.0 - 1.0 / 100.0, 1)
+    result = parametric_safe_adapt(
+        policy, [*policy.action_net.parameters(), policy.log_std, *policy.mlp_extractor.policy_net.parameters()],
+        batch, np.array([0.0]), params, horizon=100.0,
+    )  # fmt: skip
+    assert np.isfinite(result.u[0]) and result.u[0] < 1e4, result.u
+    assert result.surrogate_cost[0] <= 2.0 * (1 + 1e-3)
+    assert result.kl <= 2.0 / 1000.0 * (1 + 1e-3)
