@@ -28,9 +28,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
-from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.vec_env import DummyVecEnv
+from tabular_helpers import exact_batch, tabular_policy
 
 from sb3_safemeta import SafeAdapter
 from sb3_safemeta.common.adaptation.batch import AdaptationBatch
@@ -112,46 +111,8 @@ def episode_batch(cmdp: TabularCMDP, policy: np.ndarray, dtype, advantage_gamma:
     )
 
 
-def discounted_batch(cmdp: TabularCMDP, policy: np.ndarray, dtype) -> AdaptationBatch:
-    """Every (s, a) once with the paper's weight nu(s) pi(a|s) (normalised discounted visitation)."""
-    evaluation = cmdp.evaluate(policy)
-    n_states, n_actions = policy.shape
-    return AdaptationBatch(
-        observations=tensor(np.repeat(np.eye(n_states), n_actions, axis=0), th.float32),
-        actions=th.as_tensor(np.tile(np.arange(n_actions), n_states)),
-        advantages=tensor(evaluation.A.ravel(), dtype),
-        cost_advantages=tensor(evaluation.Ac.reshape(cmdp.n_costs, -1).T, dtype),
-        weights=tensor((evaluation.state_visitation[:, None] * policy).ravel(), dtype),
-    )
-
-
 # --------------------------------------------------------------------------------------------------
-# the policy: free logits per state, logits(s, a) = W[a, s] + b[a]
-
-
-class DoubleFlatten(FlattenExtractor):
-    """SB3 preprocessing casts observations to float32; cast the (exact, one-hot) features back to float64."""
-
-    def forward(self, observations: th.Tensor) -> th.Tensor:
-        return super().forward(observations).double()
-
-
-def categorical_policy(weight: np.ndarray, bias: np.ndarray, dtype) -> ActorCriticPolicy:
-    """A categorical SB3 policy on one-hot observations with logits W[:, s] + b (no hidden layer)."""
-    n_actions, n_states = weight.shape
-    kwargs = dict(features_extractor_class=DoubleFlatten) if dtype == th.float64 else {}
-    policy = ActorCriticPolicy(
-        gym.spaces.Box(0, 1, (n_states,)),
-        gym.spaces.Discrete(n_actions),
-        lambda _: 1e-3,
-        net_arch=dict(pi=[], vf=[]),
-        **kwargs,
-    )
-    policy = policy.to(dtype)
-    with th.no_grad():
-        policy.action_net.weight.copy_(tensor(weight, dtype))
-        policy.action_net.bias.copy_(tensor(bias, dtype))
-    return policy
+# the policy: free logits per state, logits(s, a) = W[a, s] + b[a] (tabular_helpers.tabular_policy)
 
 
 def logits_of(weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -215,7 +176,7 @@ def test_surrogate_value_at_phi_is_the_episode_cost(seed, dtype):
     cmdp, weight, bias, _ = instance(seed)
     reference = softmax_policy(logits_of(weight, bias))
     start_cost = episode_cost(cmdp, reference)
-    policy = categorical_policy(weight, bias, dtype)
+    policy = tabular_policy(weight.T, bias, dtype)
     params = AdaptationParams.create(1.0, [0.7, 2.0], start_cost, 0.0, 1.0 - 1.0 / EPISODE_LENGTH, N_COSTS)
     surrogate = _Surrogate(policy, list(policy.action_net.parameters()), episode_batch(cmdp, reference, dtype), EPISODE_LENGTH)
     surrogate_cost, _, kl = surrogate.evaluate(start_cost, params)
@@ -243,7 +204,7 @@ def test_episode_unit_gradient_matches_finite_differences_of_episode_cost(seed, 
     """
     cmdp, weight, bias, directions = instance(seed)
     reference = softmax_policy(logits_of(weight, bias))
-    policy = categorical_policy(weight, bias, dtype)
+    policy = tabular_policy(weight.T, bias, dtype)
     batch = episode_batch(cmdp, reference, dtype)
     expected = finite_differences(lambda pi: episode_cost(cmdp, pi), weight, bias, directions)
     assert np.max(np.abs(expected)) > 0.1  # the episode cost does depend on the logits
@@ -273,8 +234,8 @@ def test_discounted_gradient_matches_finite_differences_of_discounted_cost(seed,
     cmdp, weight, bias, directions = instance(seed)
     reference = softmax_policy(logits_of(weight, bias))
     assert cmdp.evaluate(reference).state_visitation.sum() == pytest.approx(1.0)
-    policy = categorical_policy(weight, bias, dtype)
-    batch = discounted_batch(cmdp, reference, dtype)
+    policy = tabular_policy(weight.T, bias, dtype)
+    batch = exact_batch(cmdp, reference, dtype)
     horizon = 1.0 / (1.0 - cmdp.gamma)
     expected = finite_differences(cmdp.Jc, weight, bias, directions)
     assert np.max(np.abs(expected)) > 0.1
@@ -305,7 +266,7 @@ def test_surrogate_is_a_first_order_model_of_the_episode_cost(seed):
     batch = episode_batch(cmdp, reference, th.float64)
 
     def model_error(horizon: float, eps: float, direction) -> np.ndarray:
-        policy = categorical_policy(weight, bias, th.float64)
+        policy = tabular_policy(weight.T, bias, th.float64)
         params = AdaptationParams.create(1.0, 0.0, start_cost, 0.0, 1.0 - 1.0 / horizon, N_COSTS)
         surrogate = _Surrogate(policy, list(policy.action_net.parameters()), batch, horizon)
         new_weight, new_bias = weight + eps * direction[0], bias + eps * direction[1]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
@@ -21,13 +20,13 @@ from meta_helpers import (
     recording,
 )
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.policies import ActorCriticPolicy
+from tabular_helpers import all_pairs, central_differences, flat_parameters, flatten, probabilities, random_tabular_policy
 
 import sb3_safemeta.envs  # noqa: F401
 from sb3_safemeta.common.functional_policy import actor_parameter_dict, functional_log_prob
 from sb3_safemeta.maml_cost_penalty import MAMLCostPenalty
 from sb3_safemeta.maml_cost_penalty.maml_cost_penalty import MAMLSurrogate, SampleSet, inner_step
-from sb3_safemeta.tabular import TabularCMDP, random_cmdp, softmax_policy
+from sb3_safemeta.tabular import TabularCMDP, random_cmdp
 
 SMALL: dict[str, Any] = dict(cost_limit=10.0, meta_batch_size=2, n_steps=100)
 STEPS_PER_ITERATION = SMALL["meta_batch_size"] * 2 * SMALL["n_steps"] * N_ENVS
@@ -37,27 +36,6 @@ STEPS_PER_ITERATION = SMALL["meta_batch_size"] * 2 * SMALL["n_steps"] * N_ENVS
 N_STATES, N_ACTIONS = 4, 3
 ALPHA = 20.0  # large enough that theta' moves far (max change of a probability ~0.5): the second-order term matters
 PENALTY = np.array([0.5])
-
-
-def tabular_policy(seed: int) -> ActorCriticPolicy:
-    """Categorical policy on one-hot states: logits[s, a] = W[a, s] + b[a] (W, b random)."""
-    rng = np.random.default_rng(seed)
-    policy = ActorCriticPolicy(
-        gym.spaces.Box(0, 1, (N_STATES,)), gym.spaces.Discrete(N_ACTIONS), lambda _: 1e-3, net_arch=dict(pi=[], vf=[])
-    )
-    with th.no_grad():
-        policy.action_net.weight.copy_(th.as_tensor(rng.normal(size=(N_ACTIONS, N_STATES)), dtype=th.float32))
-        policy.action_net.bias.copy_(th.as_tensor(rng.normal(size=N_ACTIONS), dtype=th.float32))
-    return policy
-
-
-def flat_parameters(policy: ActorCriticPolicy) -> np.ndarray:
-    return np.concatenate([p.detach().double().numpy().ravel() for p in (policy.action_net.weight, policy.action_net.bias)])
-
-
-def probabilities(flat: np.ndarray) -> np.ndarray:
-    weight, bias = flat[: N_ACTIONS * N_STATES].reshape(N_ACTIONS, N_STATES), flat[N_ACTIONS * N_STATES :]
-    return softmax_policy(weight.T + bias)
 
 
 def penalised_objective(cmdp: TabularCMDP, policy: np.ndarray) -> float:
@@ -77,7 +55,7 @@ def adapted_objective(cmdp: TabularCMDP, flat: np.ndarray, frozen: tuple[np.ndar
     held at phi_0 (data collected once, what a sampled inner step sees): g(phi)[s, a] = nu_0(s) pi(a|s)
     (X_0(s, a) - E_{pi(.|s)} X_0(s, .)).
     """
-    policy = probabilities(flat)
+    policy = probabilities(flat, N_STATES, N_ACTIONS)
     if frozen is None:
         evaluation = cmdp.evaluate(policy)
         logits_gradient = evaluation.state_visitation[:, None] * policy * penalised_advantage(cmdp, policy)
@@ -85,22 +63,7 @@ def adapted_objective(cmdp: TabularCMDP, flat: np.ndarray, frozen: tuple[np.ndar
         visitation, advantage = frozen
         logits_gradient = visitation[:, None] * policy * (advantage - (policy * advantage).sum(axis=1, keepdims=True))
     step = np.concatenate([logits_gradient.T.ravel(), logits_gradient.sum(axis=0)])
-    return penalised_objective(cmdp, probabilities(flat + ALPHA * step))
-
-
-def central_differences(function, x: np.ndarray, h: float = 1e-5) -> np.ndarray:
-    gradient = np.zeros_like(x)
-    for index in range(len(x)):
-        shift = np.zeros_like(x)
-        shift[index] = h
-        gradient[index] = (function(x + shift) - function(x - shift)) / (2 * h)
-    return gradient
-
-
-def all_pairs() -> tuple[th.Tensor, th.Tensor]:
-    """Every (s, a) pair once: with weights nu(s) pi(a|s), sample sums are exact expectations."""
-    observations = th.as_tensor(np.repeat(np.eye(N_STATES), N_ACTIONS, axis=0), dtype=th.float32)
-    return observations, th.as_tensor(np.tile(np.arange(N_ACTIONS), N_STATES))
+    return penalised_objective(cmdp, probabilities(flat + ALPHA * step, N_STATES, N_ACTIONS))
 
 
 def float32(array: Any) -> th.Tensor:
@@ -108,7 +71,7 @@ def float32(array: Any) -> th.Tensor:
 
 
 def exact_sample_set(cmdp: TabularCMDP, policy: np.ndarray, with_old_log_prob: bool = True) -> SampleSet:
-    observations, actions = all_pairs()
+    observations, actions = all_pairs(N_STATES, N_ACTIONS)
     visitation = cmdp.evaluate(policy).state_visitation
     return SampleSet(
         observations,
@@ -142,11 +105,11 @@ def test_second_order_meta_gradient_matches_finite_differences(seed):
     First-order MAML (theta' detached from phi) misses it by 20-100 % on these instances.
     """
     cmdp = random_cmdp(N_STATES, N_ACTIONS, 1, gamma=0.8, seed=seed)
-    policy = tabular_policy(seed)
+    policy = random_tabular_policy(seed, N_STATES, N_ACTIONS)
     flat = flat_parameters(policy)
-    expected = central_differences(lambda x: adapted_objective(cmdp, x), flat)
+    expected = central_differences(lambda x: adapted_objective(cmdp, x), flat, h=1e-5)
 
-    observations, actions = all_pairs()
+    observations, actions = all_pairs(N_STATES, N_ACTIONS)
     phi = actor_parameter_dict(policy)
     assert list(phi) == ["action_net.weight", "action_net.bias"]
     probabilities_phi = th.softmax(policy.action_net.weight.T + policy.action_net.bias, dim=1)
@@ -157,12 +120,12 @@ def test_second_order_meta_gradient_matches_finite_differences(seed):
     psi = {name: value.clone() for name, value in phi.items()}
     adapted = inner_step(policy, psi, observations, actions, advantage.ravel().float(), ALPHA, weights=weights)
 
-    post = probabilities(np.concatenate([value.detach().double().numpy().ravel() for value in adapted.values()]))
+    post = probabilities(flatten(adapted.values()), N_STATES, N_ACTIONS)
     post_data = exact_sample_set(cmdp, post, with_old_log_prob=True)
     ratio = th.exp(functional_log_prob(policy, adapted, observations, actions) - post_data.old_log_prob)
     surrogate = th.sum(post_data.weights * ratio * post_data.advantages)
     gradient = th.autograd.grad(surrogate, list(phi.values()))
-    actual = np.concatenate([g.double().numpy().ravel() for g in gradient]) / (1 - cmdp.gamma)
+    actual = flatten(gradient) / (1 - cmdp.gamma)
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
     # negative control: first-order MAML, the post-update policy gradient at theta' mapped to phi by the identity
@@ -188,29 +151,29 @@ def test_surrogate_of_the_algorithm_is_second_order_for_its_data(seed):
     see docs/modules/maml_cost_penalty.md).
     """
     cmdp = random_cmdp(N_STATES, N_ACTIONS, 1, gamma=0.8, seed=seed)
-    policy = tabular_policy(seed)
+    policy = random_tabular_policy(seed, N_STATES, N_ACTIONS)
     flat = flat_parameters(policy)
-    pre = probabilities(flat)
+    pre = probabilities(flat, N_STATES, N_ACTIONS)
     frozen = (cmdp.evaluate(pre).state_visitation, penalised_advantage(cmdp, pre))
-    expected = central_differences(lambda x: adapted_objective(cmdp, x, frozen=frozen), flat)
+    expected = central_differences(lambda x: adapted_objective(cmdp, x, frozen=frozen), flat, h=1e-5)
 
     inner = exact_sample_set(cmdp, pre)
-    observations, actions = all_pairs()
+    observations, actions = all_pairs(N_STATES, N_ACTIONS)
     adapted = inner_step(
         policy, actor_parameter_dict(policy), observations, actions, inner.advantages, ALPHA,
         weights=inner.weights, old_log_prob=inner.old_log_prob, create_graph=False,
     )  # fmt: skip
-    post = probabilities(np.concatenate([value.detach().double().numpy().ravel() for value in adapted.values()]))
+    post = probabilities(flatten(adapted.values()), N_STATES, N_ACTIONS)
     post_data = exact_sample_set(cmdp, post, with_old_log_prob=False)
     surrogate = MAMLSurrogate(policy, [inner], [post_data], ALPHA)
     value = surrogate()
     # every ratio is 1 at phi_0: the value is the exact E[X_post]
     assert float(value.detach()) == pytest.approx(float(post_data.weights @ post_data.advantages), abs=1e-6)
     gradient = th.autograd.grad(value, policy.action_net.parameters())
-    actual = np.concatenate([g.double().numpy().ravel() for g in gradient]) / (1 - cmdp.gamma)
+    actual = flatten(gradient) / (1 - cmdp.gamma)
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
-    full = central_differences(lambda x: adapted_objective(cmdp, x), flat)
+    full = central_differences(lambda x: adapted_objective(cmdp, x), flat, h=1e-5)
     assert np.linalg.norm(full - expected) > 0.05 * np.linalg.norm(full)
     # under no_grad (the line search) the surrogate has the same value without the second-order graph
     with th.no_grad():
@@ -219,17 +182,19 @@ def test_surrogate_of_the_algorithm_is_second_order_for_its_data(seed):
 
 def test_inner_step_moves_along_the_policy_gradient_and_leaves_the_policy_alone():
     cmdp = random_cmdp(N_STATES, N_ACTIONS, 1, gamma=0.8, seed=5)
-    policy = tabular_policy(5)
+    policy = random_tabular_policy(5, N_STATES, N_ACTIONS)
     before = flat_parameters(policy)
-    data = exact_sample_set(cmdp, probabilities(before))
+    data = exact_sample_set(cmdp, probabilities(before, N_STATES, N_ACTIONS))
     adapted = inner_step(
         policy, actor_parameter_dict(policy), data.observations, data.actions, data.advantages, 0.5, weights=data.weights
     )
-    after = np.concatenate([value.detach().double().numpy().ravel() for value in adapted.values()])
+    after = flatten(adapted.values())
     np.testing.assert_array_equal(flat_parameters(policy), before)
     assert all(value.requires_grad for value in adapted.values())  # create_graph=True: a function of phi
     # a small step increases the penalised objective by about alpha |g|^2 / (1 - gamma)
-    assert penalised_objective(cmdp, probabilities(after)) > penalised_objective(cmdp, probabilities(before))
+    assert penalised_objective(cmdp, probabilities(after, N_STATES, N_ACTIONS)) > penalised_objective(
+        cmdp, probabilities(before, N_STATES, N_ACTIONS)
+    )
 
 
 # ---------------------------------------------------------------------------------------------- SB3 behaviour

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
@@ -24,13 +23,14 @@ from meta_helpers import (
 from scipy.optimize import minimize
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.policies import ActorCriticPolicy
+from tabular_helpers import all_pairs, central_differences, flat_parameters, flatten, probabilities, random_tabular_policy
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 import sb3_safemeta.envs  # noqa: F401
 from sb3_safemeta.common.functional_policy import actor_parameter_dict
 from sb3_safemeta.meta_cpo import MetaCPO, MetaCPOSurrogate, cpo_inner_step, cpo_step
 from sb3_safemeta.meta_cpo.meta_cpo import CPOData, PostSamples
-from sb3_safemeta.tabular import TabularCMDP, random_cmdp, softmax_policy
+from sb3_safemeta.tabular import TabularCMDP, random_cmdp
 
 SMALL: dict[str, Any] = dict(cost_limit=10.0, meta_batch_size=2, n_steps=100)
 STEPS_PER_ITERATION = SMALL["meta_batch_size"] * 2 * SMALL["n_steps"] * N_ENVS
@@ -126,17 +126,14 @@ def test_cpo_step_is_differentiable_in_g_and_b(case):
     g_t, b_t = th.tensor(g, requires_grad=True), th.tensor(b, requires_grad=True)
     gradients = th.autograd.grad(scalar(g_t, b_t), [g_t, b_t], allow_unused=True)
     gradient_g, gradient_b = (th.zeros(len(g), dtype=th.float64) if x is None else x for x in gradients)
-    h = 1e-6
     for vector, gradient, is_g in [(g, gradient_g, True), (b, gradient_b, False)]:
-        expected = np.zeros_like(vector)
-        for index in range(len(vector)):
-            shift = np.zeros_like(vector)
-            shift[index] = h
-            values = []
-            for sign in (1, -1):
-                moved = th.as_tensor(vector + sign * shift)
-                values.append(float(scalar(moved, th.as_tensor(b)) if is_g else scalar(th.as_tensor(g), moved)))
-            expected[index] = (values[0] - values[1]) / (2 * h)
+
+        def value(moved: np.ndarray, is_g: bool = is_g) -> float:
+            return float(
+                scalar(th.as_tensor(moved), th.as_tensor(b)) if is_g else scalar(th.as_tensor(g), th.as_tensor(moved))
+            )
+
+        expected = central_differences(value, vector, h=1e-6)
         np.testing.assert_allclose(gradient.numpy(), expected, rtol=1e-6, atol=1e-8 * np.abs(expected).max())
         # the recovery step does not depend on g, the KL-only step not on b
         depends = case != ("recovery" if is_g else "kl_only")
@@ -149,45 +146,9 @@ TABULAR_KL = 0.05
 META_KL = 0.5  # a large inner step, so that its Jacobian differs clearly from the identity
 
 
-@pytest.fixture
-def float64_observations(monkeypatch):
-    """SB3 casts Box observations to float32 (``preprocess_obs``): keep the one-hot states in float64 for these tests."""
-    monkeypatch.setattr("stable_baselines3.common.policies.preprocess_obs", lambda obs, space, normalize_images=True: obs)
-
-
-def tabular_policy(seed: int) -> ActorCriticPolicy:
-    """Categorical policy on one-hot states, float64: logits[s, a] = W[a, s] + b[a] (W, b random)."""
-    rng = np.random.default_rng(seed)
-    policy = ActorCriticPolicy(
-        gym.spaces.Box(0, 1, (N_STATES,)), gym.spaces.Discrete(N_ACTIONS), lambda _: 1e-3, net_arch=dict(pi=[], vf=[])
-    ).double()
-    with th.no_grad():
-        policy.action_net.weight.copy_(th.as_tensor(rng.normal(size=(N_ACTIONS, N_STATES))))
-        policy.action_net.bias.copy_(th.as_tensor(rng.normal(size=N_ACTIONS)))
-    return policy
-
-
-def flat_parameters(policy: ActorCriticPolicy) -> np.ndarray:
-    return np.concatenate([p.detach().numpy().ravel() for p in (policy.action_net.weight, policy.action_net.bias)])
-
-
-def probabilities(flat: np.ndarray) -> np.ndarray:
-    weight, bias = flat[: N_ACTIONS * N_STATES].reshape(N_ACTIONS, N_STATES), flat[N_ACTIONS * N_STATES :]
-    return softmax_policy(weight.T + bias)
-
-
-def central_differences(function, x: np.ndarray, h: float = 1e-6) -> np.ndarray:
-    gradient = np.zeros_like(x)
-    for index in range(len(x)):
-        shift = np.zeros_like(x)
-        shift[index] = h
-        gradient[index] = (function(x + shift) - function(x - shift)) / (2 * h)
-    return gradient
-
-
 def exact_fisher(flat: np.ndarray) -> np.ndarray:
     """Hessian of the mean over states of KL(pi_flat(.|s) || pi(.|s)) in (W, b): sum_s J_s^T (diag p_s - p_s p_s^T) J_s / S."""
-    policy = probabilities(flat)
+    policy = probabilities(flat, N_STATES, N_ACTIONS)
     fisher = np.zeros((len(flat), len(flat)))
     for state in range(N_STATES):
         jacobian = np.zeros((N_ACTIONS, len(flat)))  # d logits[s, :] / d (W, b)
@@ -199,15 +160,10 @@ def exact_fisher(flat: np.ndarray) -> np.ndarray:
     return fisher
 
 
-def all_pairs() -> tuple[th.Tensor, th.Tensor]:
-    observations_ = th.as_tensor(np.repeat(np.eye(N_STATES), N_ACTIONS, axis=0))
-    return observations_, th.as_tensor(np.tile(np.arange(N_ACTIONS), N_STATES))
-
-
 def exact_data(cmdp: TabularCMDP, policy: np.ndarray, cost_limit: float) -> CPOData:
     """Every (s, a) pair once with weights nu(s) pi(a|s): exact expectations; H = 1 / (1 - gamma), c = Jc - d."""
     evaluation = cmdp.evaluate(policy)
-    observations_, actions = all_pairs()
+    observations_, actions = all_pairs(N_STATES, N_ACTIONS, th.float64)
     return CPOData(
         observations_,
         actions,
@@ -225,13 +181,13 @@ def tabular_case(
 ) -> tuple[TabularCMDP, ActorCriticPolicy, float, np.ndarray, np.ndarray, np.ndarray]:
     """An instance, its exact g = grad J, b = grad Jc (finite differences), F + damping, and d for the case."""
     cmdp = random_cmdp(N_STATES, N_ACTIONS, 1, gamma=0.8, seed=seed)
-    policy = tabular_policy(seed)
+    policy = random_tabular_policy(seed, N_STATES, N_ACTIONS, th.float64)
     flat = flat_parameters(policy)
-    g = central_differences(lambda x: cmdp.J(probabilities(x)), flat)
-    b = central_differences(lambda x: cmdp.Jc(probabilities(x))[0], flat)
+    g = central_differences(lambda x: cmdp.J(probabilities(x, N_STATES, N_ACTIONS)), flat)
+    b = central_differences(lambda x: cmdp.Jc(probabilities(x, N_STATES, N_ACTIONS))[0], flat)
     fisher = exact_fisher(flat) + 0.1 * np.eye(len(flat))
     s = b @ np.linalg.solve(fisher, b)
-    jc = cmdp.Jc(probabilities(flat))[0]
+    jc = cmdp.Jc(probabilities(flat, N_STATES, N_ACTIONS))[0]
     kl_only_step = np.sqrt(2 * max_kl / (g @ np.linalg.solve(fisher, g))) * np.linalg.solve(fisher, g)
     # both active: c + b^T x_kl > 0 > c - sqrt(2 delta s), the midpoint (|b^T x_kl| < sqrt(2 delta s) by Cauchy-Schwarz)
     cost_limit = {
@@ -244,7 +200,7 @@ def tabular_case(
 
 @pytest.mark.parametrize("case", ["kl_only", "both_active", "recovery"])
 @pytest.mark.parametrize("seed", range(3))
-def test_inner_step_on_exact_data_is_the_cpo_solution(seed, case, float64_observations):
+def test_inner_step_on_exact_data_is_the_cpo_solution(seed, case):
     """
     ``cpo_inner_step`` (the algorithm's code path: g, b from the ratio surrogates, F by double backward, unrolled CG)
     on exact expectations moves the parameters by the SLSQP solution of the QP built from INDEPENDENT exact
@@ -252,11 +208,11 @@ def test_inner_step_on_exact_data_is_the_cpo_solution(seed, case, float64_observ
     """
     cmdp, policy, cost_limit, g, b, fisher = tabular_case(seed, case)
     start = flat_parameters(policy)
-    data = exact_data(cmdp, probabilities(start), cost_limit)
+    data = exact_data(cmdp, probabilities(start, N_STATES, N_ACTIONS), cost_limit)
     adapted, result = cpo_inner_step(
         policy, actor_parameter_dict(policy), data, TABULAR_KL, cg_max_steps=40, cg_damping=0.1, create_graph=False
     )
-    step = np.concatenate([value.detach().numpy().ravel() for value in adapted.values()]) - start
+    step = flatten(adapted.values()) - start
     np.testing.assert_array_equal(flat_parameters(policy), start)  # the policy is left alone
     assert result.case == case
     c = data.cost_excess
@@ -269,7 +225,7 @@ def test_inner_step_on_exact_data_is_the_cpo_solution(seed, case, float64_observ
 
 @pytest.mark.parametrize("case", ["kl_only", "both_active", "recovery"])
 @pytest.mark.parametrize("seed", range(2))
-def test_meta_gradient_through_the_cpo_step_matches_finite_differences(seed, case, float64_observations):
+def test_meta_gradient_through_the_cpo_step_matches_finite_differences(seed, case):
     """
     :class:`MetaCPOSurrogate` with exact expectations held at phi_0 (pre- and post-update): its autograd gradient
     (through g(phi), b(phi), the unrolled CG and the dual) equals central differences of its value, i.e. of
@@ -278,11 +234,11 @@ def test_meta_gradient_through_the_cpo_step_matches_finite_differences(seed, cas
     """
     cmdp, policy, cost_limit, _, _, _ = tabular_case(seed, case, META_KL)
     start = flat_parameters(policy)
-    inner = exact_data(cmdp, probabilities(start), cost_limit)
+    inner = exact_data(cmdp, probabilities(start, N_STATES, N_ACTIONS), cost_limit)
     adapted, _ = cpo_inner_step(policy, actor_parameter_dict(policy), inner, META_KL, 40, 0.1, create_graph=False)
-    post_policy = probabilities(np.concatenate([value.detach().numpy().ravel() for value in adapted.values()]))
+    post_policy = probabilities(flatten(adapted.values()), N_STATES, N_ACTIONS)
     evaluation = cmdp.evaluate(post_policy)
-    observations_, actions = all_pairs()
+    observations_, actions = all_pairs(N_STATES, N_ACTIONS, th.float64)
     post = PostSamples(
         observations_, actions, th.as_tensor(evaluation.A.ravel()),
         th.as_tensor((evaluation.state_visitation[:, None] * post_policy).ravel()),

@@ -24,7 +24,7 @@ from meta_helpers import (
 )
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.policies import ActorCriticPolicy
-from tabular_helpers import exact_batch, tabular_policy
+from tabular_helpers import central_differences, exact_batch, tabular_policy
 from torch.nn.utils import parameters_to_vector
 
 import sb3_safemeta.envs  # noqa: F401
@@ -41,16 +41,6 @@ STEPS_PER_ITERATION = SMALL["meta_batch_size"] * SMALL["n_inner_steps"] * SMALL[
 # ---------------------------------------------------------------------------------------------- exact CRPO rule
 def logits_of(policy: ActorCriticPolicy) -> np.ndarray:
     return policy.action_net.weight.detach().double().numpy().T.copy()
-
-
-def finite_difference_gradient(function, logits: np.ndarray, epsilon: float = 1e-6) -> np.ndarray:
-    """Central differences of a function of the softmax logits: an oracle independent of any policy-gradient formula."""
-    gradient = np.zeros_like(logits)
-    for index in np.ndindex(*logits.shape):
-        shift = np.zeros_like(logits)
-        shift[index] = epsilon
-        gradient[index] = (function(logits + shift) - function(logits - shift)) / (2 * epsilon)
-    return gradient
 
 
 def damped_natural_direction(logits: np.ndarray, gradient: np.ndarray, damping: float) -> np.ndarray:
@@ -114,7 +104,7 @@ def test_violated_constraint_takes_the_natural_gradient_of_minus_its_cost(seed, 
     assert result.cost_step and result.channel == 1 and result.trust_region.success
     np.testing.assert_allclose(result.excess, [0.02, 0.1], atol=1e-9)
 
-    gradient = finite_difference_gradient(lambda z: cmdp.Jc(softmax_policy(z))[1], logits)
+    gradient = central_differences(lambda z: cmdp.Jc(softmax_policy(z))[1], logits)
     expected = -damped_natural_direction(logits, gradient, damping)
     assert cosine(after - logits, expected) > 0.9999  # the plain gradient reaches 0.99 at damping 0.1
     if damping <= 1e-3:  # nearly undamped: close to the natural gradient itself (pseudo-inverse of F; 0.994 at worst)
@@ -132,7 +122,7 @@ def test_feasible_policy_takes_the_natural_gradient_of_the_reward(seed):
     eta_tol = 0.05
     result, after = exact_step(cmdp, logits, cmdp.Jc(start) - eta_tol / 2, eta_tol, damping=0.1, max_kl=1e-3)
     assert not result.cost_step and result.channel == -1 and result.trust_region.success
-    gradient = finite_difference_gradient(lambda z: cmdp.J(softmax_policy(z)), logits)
+    gradient = central_differences(lambda z: cmdp.J(softmax_policy(z)), logits)
     assert cosine(after - logits, damped_natural_direction(logits, gradient, 0.1)) > 0.9999
     assert cmdp.J(softmax_policy(after)) > cmdp.J(start)
 

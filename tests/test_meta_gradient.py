@@ -5,17 +5,9 @@ J(A^s(pi_phi)) on exact tabular CMDPs, with u* held fixed (the approximation the
 
 import numpy as np
 import pytest
+from tabular_helpers import central_differences
 
 from sb3_safemeta.tabular import adapted_policy, meta_gradient_exact, random_cmdp
-
-
-def finite_difference(function, logits: np.ndarray, step: float = 1e-6) -> np.ndarray:
-    gradient = np.zeros_like(logits)
-    for index in np.ndindex(*logits.shape):
-        shift = np.zeros_like(logits)
-        shift[index] = step
-        gradient[index] = (function(logits + shift) - function(logits - shift)) / (2 * step)
-    return gradient
 
 
 def instance(seed: int):
@@ -32,7 +24,7 @@ def test_eq6_is_the_exact_gradient_with_u_fixed(seed):
     def meta_objective(phi):
         return cmdp.J(adapted_policy(cmdp, phi, u, lambda_, lambda_))
 
-    numeric = finite_difference(meta_objective, logits)
+    numeric = central_differences(meta_objective, logits)
     analytic = meta_gradient_exact(cmdp, logits, u, lambda_, lambda_, form="eq6")
     np.testing.assert_allclose(analytic, numeric, atol=1e-7, rtol=1e-5)
 
@@ -49,7 +41,7 @@ def test_alg4_keeps_exactly_the_grad_f_term(seed):
         policy = np.exp(shifted - shifted.max(axis=1, keepdims=True))
         return cmdp.J(policy / policy.sum(axis=1, keepdims=True))
 
-    numeric = finite_difference(frozen_objective, logits)
+    numeric = central_differences(frozen_objective, logits)
     np.testing.assert_allclose(meta_gradient_exact(cmdp, logits, u, lambda_, lambda_, form="alg4"), numeric, atol=1e-7)
 
 
@@ -71,7 +63,7 @@ def test_paper_q_form_of_the_qbar_term_is_not_the_derivative():
     from sb3_safemeta.tabular.exact import _action_value_gradient, softmax_policy
 
     cmdp, logits, u, lambda_ = instance(1)
-    numeric = finite_difference(lambda phi: cmdp.J(adapted_policy(cmdp, phi, u, lambda_, lambda_)), logits)
+    numeric = central_differences(lambda phi: cmdp.J(adapted_policy(cmdp, phi, u, lambda_, lambda_)), logits)
     eta = lambda_ + (1 - cmdp.gamma) * np.sum(u) * lambda_
     adapted = adapted_policy(cmdp, logits, u, lambda_, lambda_)
     evaluation = cmdp.evaluate(adapted)
