@@ -33,7 +33,8 @@ def test_main_job_writes_the_zip_the_report_and_the_plot(tmp_path: pathlib.Path,
     assert adapter.lambda_c == 10.0
 
 
-def test_main_job_resumes_to_the_same_number_of_meta_iterations(tmp_path: pathlib.Path) -> None:
+def test_main_job_resume_of_a_finished_run_extends_nothing(tmp_path: pathlib.Path) -> None:
+    """A finished run is reported, not extended (kills, overrides and the lock: tests/test_run_dir.py)."""
     main([*TINY, "--meta-iterations", "1", "--no-baseline", "--out", str(tmp_path)])
     main([*TINY, "--meta-iterations", "3", "--no-baseline", "--resume", "--out", str(tmp_path)])
-    assert SafeMetaDual.load(tmp_path / "meta_policy.zip").meta_iterations == 3
+    assert SafeMetaDual.load(tmp_path / "meta_policy.zip").meta_iterations == 1

@@ -9,6 +9,8 @@ import pathlib
 
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
+from sb3_safemeta.common.run_dir import atomic_path
+
 __all__ = ["MetaCheckpointCallback", "MetaIterationCallback", "StopTrainingOnMetaIterations", "call_meta_iteration_end"]
 
 
@@ -56,7 +58,8 @@ class MetaCheckpointCallback(MetaIterationCallback):
     fixed seed the resumed run ends with the same parameters as an uninterrupted one.
 
     Writes ``<save_path>/<name_prefix>_<iterations>_iterations.zip`` and overwrites
-    ``<save_path>/<name_prefix>_latest.zip``.
+    ``<save_path>/<name_prefix>_latest.zip``, each atomically (a temporary file unique to the process,
+    then a rename: :mod:`sb3_safemeta.common.run_dir`).
 
     :param save_freq: meta-iterations between two checkpoints
     :param save_path: folder of the checkpoints
@@ -90,13 +93,14 @@ class MetaCheckpointCallback(MetaIterationCallback):
     def _on_meta_iteration_end(self) -> bool:
         iterations = int(getattr(self.model, "meta_iterations", 0))
         if iterations % self.save_freq == 0:
-            self.save_path.mkdir(parents=True, exist_ok=True)
+            # write under a temporary name unique to this process, then rename: a run killed while saving never
+            # leaves a truncated checkpoint, and two writers never share a temporary file
+            targets = [self.latest_path]
             if self.keep_all:
-                self.model.save(self.save_path / f"{self.name_prefix}_{iterations}_iterations.zip")
-            # write then rename: a run killed while saving never leaves a truncated "latest"
-            temporary = self.save_path / f".{self.name_prefix}_latest.tmp.zip"
-            self.model.save(temporary)
-            temporary.replace(self.latest_path)
+                targets.insert(0, self.save_path / f"{self.name_prefix}_{iterations}_iterations.zip")
+            for target in targets:
+                with atomic_path(target) as temporary:
+                    self.model.save(temporary)
             if self.verbose:
                 print(f"checkpoint: {self.latest_path} after {iterations} meta-iterations")
         return True

@@ -11,6 +11,7 @@ Evaluation with costs:
 from __future__ import annotations
 
 import csv
+import io
 import json
 import pathlib
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ import numpy as np
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.type_aliases import PolicyPredictor
 from stable_baselines3.common.vec_env import VecEnv
+
+from sb3_safemeta.common.run_dir import atomic_path, atomic_write_text
 
 __all__ = ["MetaTestReport", "evaluate_policy_cost"]
 
@@ -133,11 +136,12 @@ class MetaTestReport:
         :param path: path without extension
         """
         path = pathlib.Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_suffix(".csv"), "w", newline="") as file_handler:
-            writer = csv.DictWriter(file_handler, fieldnames=list(self.rows()[0]))
-            writer.writeheader()
-            writer.writerows(self.rows())
+        table = io.StringIO(newline="")
+        writer = csv.DictWriter(table, fieldnames=list(self.rows()[0]))
+        writer.writeheader()
+        writer.writerows(self.rows())
+        # each file is written under a temporary name and renamed (sb3_safemeta.common.run_dir): never half-written
+        atomic_write_text(path.with_suffix(".csv"), table.getvalue())
         payload = {
             "label": self.label,
             "returns": self.returns.tolist(),
@@ -146,7 +150,7 @@ class MetaTestReport:
             "tasks": self.tasks,
             "safe_fraction": self.safe_fraction,
         }
-        path.with_suffix(".json").write_text(json.dumps(payload, indent=1))
+        atomic_write_text(path.with_suffix(".json"), json.dumps(payload, indent=1))
 
     @classmethod
     def load(cls, path: str | pathlib.Path) -> MetaTestReport:
@@ -190,6 +194,8 @@ class MetaTestReport:
         right.set_ylim(bottom=0.0)
         right.legend(loc="best", fontsize="small")
         figure.tight_layout()
-        pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=120)
-        plt.close(figure)
+        try:
+            with atomic_path(path) as temporary:
+                figure.savefig(temporary, dpi=120, format=pathlib.Path(path).suffix.lstrip(".") or "png")
+        finally:
+            plt.close(figure)

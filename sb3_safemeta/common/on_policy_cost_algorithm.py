@@ -17,7 +17,7 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.type_aliases import GymEnv, Schedule
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import obs_as_tensor, safe_mean
 from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
@@ -141,7 +141,10 @@ class OnPolicyCostAlgorithm(OnPolicyAlgorithm):
         self.rollout_buffer_kwargs.update(n_costs=self.n_costs, cost_gae_lambda=self.cost_gae_lambda)
         self.policy_kwargs["n_costs"] = self.n_costs
         super()._setup_model()
-        self.ep_cost_buffer: deque[np.ndarray] = deque(maxlen=self._stats_window_size)
+        # the window of episode costs behind rollout/ep_cost_*: saved in the zip like SB3's ep_info_buffer, so that
+        # the logs of a resumed run continue those of the uninterrupted one (load() restores it before this)
+        if not isinstance(getattr(self, "ep_cost_buffer", None), deque):
+            self.ep_cost_buffer: deque[np.ndarray] = deque(maxlen=self._stats_window_size)
         self.rollout_episode_returns: list[float] = []
         self.rollout_episode_costs: list[np.ndarray] = []
         self.rollout_episode_lengths: list[int] = []
@@ -322,6 +325,24 @@ class OnPolicyCostAlgorithm(OnPolicyAlgorithm):
         if value_losses:
             self.logger.record("train/value_loss", float(np.mean(value_losses)))
             self.logger.record("train/cost_value_loss", float(np.mean(cost_value_losses)))
+
+    def _setup_learn(
+        self,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        reset_num_timesteps: bool = True,
+        tb_log_name: str = "run",
+        progress_bar: bool = False,
+    ) -> tuple[int, BaseCallback]:
+        if self.env is None:
+            name = type(self).__name__
+            raise ValueError(
+                f"learn() needs an environment: this {name} has none (loaded without env?); "
+                f"use {name}.load(path, env=env) or model.set_env(env)"
+            )
+        if reset_num_timesteps:  # a new run starts a new window, as SB3 does with ep_info_buffer
+            self.ep_cost_buffer = deque(maxlen=self._stats_window_size)
+        return super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
 
     def dump_logs(self, iteration: int = 0) -> None:
         """SB3's log dump plus ``rollout/ep_cost_mean`` and ``rollout/ep_cost_max`` (cost channel 0, then per channel)."""
