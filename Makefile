@@ -10,9 +10,10 @@ $(VENV)/.installed: setup.cfg scripts/install.sh
 	bash scripts/install.sh $(VENV)
 	touch $@
 
-# README command one: the main job (meta-train + meta-test on the built-in family; runs/safemeta/)
+# README command one: the main job (meta-train + meta-test on the built-in family; runs/safemeta/). --resume: a second
+# `make demo` continues an interrupted run or reports the finished one instead of refusing the existing folder
 demo: install
-	$(PYTHON) -m sb3_safemeta
+	$(PYTHON) -m sb3_safemeta --resume
 
 # exact tabular chain of safe adaptation steps (Corollary 1), seconds
 demo-tabular: install

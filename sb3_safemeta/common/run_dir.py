@@ -49,6 +49,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "remove_stale_temporaries",
+    "temporary_name",
 ]
 
 LOCK_NAME = ".lock"
