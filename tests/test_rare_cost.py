@@ -124,3 +124,71 @@ def test_kl_bound_with_a_fit_floor_stops_at_a_finite_multiplier():
     assert np.isfinite(result.u[0]) and result.u[0] < 1e4, result.u
     assert result.surrogate_cost[0] <= 2.0 * (1 + 1e-3)
     assert result.kl <= 2.0 / 1000.0 * (1 + 1e-3)
+
+
+@pytest.mark.parametrize("p, n", [(0.02, 50), (0.2, 20), (0.5, 8)])
+def test_dkw_bound_covers_the_mean_at_the_stated_level(p, n):
+    """
+    Episode costs R * Bernoulli(p) (a hazard of cost R met with probability p, the rare-cost case when p is
+    small): over 4000 draws of n episodes, the bound at confidence 0.9 is below the true mean p R in at most
+    10% of the draws (+ 3 binomial standard errors), it is never looser than Hoeffding's, and the bootstrap's
+    (not a valid bound) is 0 whenever no episode met the hazard.
+    """
+    from sb3_safemeta.common.adaptation.confidence import episode_cost_upper_bound
+
+    rng = np.random.default_rng(0)
+    radius = 100.0
+    draws = radius * (rng.random((4000, n)) < p)
+    dkw = np.array([episode_cost_upper_bound(x, 0.9, radius)[0] for x in draws])
+    hoeffding = np.array([episode_cost_upper_bound(x, 0.9, radius, method="hoeffding")[0] for x in draws])
+    misses = float(np.mean(dkw < p * radius))
+    assert misses <= 0.1 + 3 * np.sqrt(0.1 * 0.9 / 4000), misses
+    assert np.all(dkw <= hoeffding + 1e-9)
+    none = draws.sum(axis=1) == 0
+    if none.any():
+        bootstrap = episode_cost_upper_bound(draws[np.argmax(none)], 0.9, method="bootstrap")
+        assert bootstrap[0] == 0.0
+        assert dkw[none].min() == pytest.approx(radius * np.sqrt(np.log(10.0) / (2 * n)))
+
+
+def test_bound_inputs_are_checked():
+    from sb3_safemeta.common.adaptation.confidence import episode_cost_upper_bound, min_episodes
+
+    with pytest.raises(ValueError, match="cost_confidence"):
+        episode_cost_upper_bound(np.zeros(5), 1.0, 10.0)
+    with pytest.raises(ValueError, match="cost_range"):
+        episode_cost_upper_bound(np.zeros(5), 0.9)
+    with pytest.raises(ValueError, match="exceeds cost_range"):
+        episode_cost_upper_bound(np.array([0.0, 20.0]), 0.9, 10.0)
+    with pytest.raises(ValueError, match="method"):
+        episode_cost_upper_bound(np.zeros(5), 0.9, 10.0, method="student")
+    # R eps <= d at the returned n, not at n - 1
+    n = min_episodes(0.9, 500.0, 10.0)
+    assert 500.0 * np.sqrt(np.log(10.0) / (2 * n)) <= 10.0 < 500.0 * np.sqrt(np.log(10.0) / (2 * (n - 1)))
+
+
+def test_meta_test_report_carries_the_independent_evaluation(tmp_path):
+    """Both judgements of every explored policy (its rollout, the independent episodes, the bound) in the table,
+    the CSV rows and the JSON round trip."""
+    from sb3_safemeta.common.evaluation import MetaTestReport
+
+    costs = np.array([[[0.0], [0.0]], [[2.0], [4.0]]])  # rollouts: every policy within d = 3 but one
+    eval_costs = np.array([[[5.0], [0.0]], [[2.0], [1.0]]])  # independent episodes: another one violates
+    bounds = np.array([[[9.0], [2.5]], [[2.9], [3.5]]])
+    report = MetaTestReport(
+        np.zeros((2, 2)), costs, np.full((2, 1), 3.0), eval_returns=np.ones((2, 2)), eval_costs=eval_costs,
+        eval_cost_bounds=bounds, n_eval_episodes=20, cost_confidence=0.9,
+    )  # fmt: skip
+    assert report.safe_fraction == 0.75 and report.eval_safe_fraction == 0.75 and report.certified_fraction == 0.5
+    rows = report.rows()
+    assert [row["violations"] for row in rows] == [0, 1] and [row["eval_violations"] for row in rows] == [1, 0]
+    assert [row["certified"] for row in rows] == [1, 1]
+    text = report.table()
+    assert "20 independent episodes each: 75.0%" in text and "confidence 0.9" in text
+    report.save(tmp_path / "report")
+    loaded = MetaTestReport.load(tmp_path / "report")
+    np.testing.assert_array_equal(loaded.eval_costs, eval_costs)
+    np.testing.assert_array_equal(loaded.eval_cost_bounds, bounds)
+    assert loaded.n_eval_episodes == 20 and loaded.certified_fraction == 0.5
+    assert "eval_max_cost" in (tmp_path / "report.csv").read_text().splitlines()[0]
+    report.plot(tmp_path / "report.png")

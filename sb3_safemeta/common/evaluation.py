@@ -5,7 +5,12 @@ Evaluation with costs:
 - :class:`MetaTestReport`: the anytime-safety report of meta-test (Section 5.1; Figure 1, columns 3-4 of
   the paper): for each adaptation step k = 0..K, the average episode reward over tasks and the MAXIMUM
   episode cost over tasks against the limit d. "Anytime safety" means every explored policy, pi_[0]
-  included, is within d.
+  included, is within d. Each policy is judged twice: by the mean of its own training rollout (the few
+  episodes the adaptation step was computed from, what the algorithm sees) and, when ``n_eval_episodes > 0``,
+  by that many independent episodes of the stochastic policy (a measurement of its expected cost, which a
+  rollout of a handful of episodes misses when costs are rare). With an episode cost range R, the independent
+  episodes also give a DKW upper confidence bound (``cost_confidence``): "certified within d" then holds
+  for each policy with that probability.
 """
 
 from __future__ import annotations
@@ -72,6 +77,13 @@ class MetaTestReport:
     :param cost_limits: (n_tasks, p) the limit d of each task
     :param tasks: the test tasks
     :param label: a name for tables and plots
+    :param eval_returns: (n_tasks, n_steps + 1) mean return of pi_[k] on ``n_eval_episodes`` independent
+        episodes (None: not measured)
+    :param eval_costs: (n_tasks, n_steps + 1, p) mean episode cost of pi_[k] on those episodes
+    :param eval_cost_bounds: (n_tasks, n_steps + 1, p) upper confidence bound of the expected episode cost of
+        pi_[k] at ``cost_confidence`` from those episodes (None: no episode cost range was given)
+    :param n_eval_episodes: independent episodes per policy (0: none)
+    :param cost_confidence: confidence level of ``eval_cost_bounds``
     """
 
     returns: np.ndarray
@@ -79,6 +91,11 @@ class MetaTestReport:
     cost_limits: np.ndarray
     tasks: list[dict[str, Any]] = field(default_factory=list)
     label: str = "SafeMetaDual"
+    eval_returns: np.ndarray | None = None
+    eval_costs: np.ndarray | None = None
+    eval_cost_bounds: np.ndarray | None = None
+    n_eval_episodes: int = 0
+    cost_confidence: float | None = None
 
     @property
     def n_tasks(self) -> int:
@@ -96,8 +113,28 @@ class MetaTestReport:
 
     @property
     def safe_fraction(self) -> float:
-        """:return: fraction of all explored policies (tasks x steps) within the limit"""
+        """:return: fraction of all explored policies (tasks x steps) within the limit, by their own rollouts"""
         return float(1.0 - self.violations.mean())
+
+    @property
+    def eval_violations(self) -> np.ndarray | None:
+        """:return: (n_tasks, K + 1) bool, True where the mean cost over the independent episodes exceeds d"""
+        if self.eval_costs is None:
+            return None
+        return np.any(self.eval_costs > self.cost_limits[:, None, :] + 1e-9, axis=-1)
+
+    @property
+    def eval_safe_fraction(self) -> float | None:
+        """:return: fraction of explored policies within the limit by the independent episodes (None: not measured)"""
+        violations = self.eval_violations
+        return None if violations is None else float(1.0 - violations.mean())
+
+    @property
+    def certified_fraction(self) -> float | None:
+        """:return: fraction of explored policies whose upper confidence bound is within d (None: no bound)"""
+        if self.eval_cost_bounds is None:
+            return None
+        return float(np.mean(np.all(self.eval_cost_bounds <= self.cost_limits[:, None, :] + 1e-9, axis=-1)))
 
     def rows(self) -> list[dict[str, float]]:
         """:return: one row per adaptation step k"""
@@ -113,20 +150,51 @@ class MetaTestReport:
                     "violations": int(self.violations[:, k].sum()),
                 }
             )
+            if self.eval_costs is not None and self.eval_returns is not None:
+                eval_violations = self.eval_violations
+                assert eval_violations is not None
+                rows[-1].update(
+                    {
+                        "eval_mean_return": float(self.eval_returns[:, k].mean()),
+                        "eval_max_cost": float(self.eval_costs[:, k, 0].max()),
+                        "eval_mean_cost": float(self.eval_costs[:, k, 0].mean()),
+                        "eval_violations": int(eval_violations[:, k].sum()),
+                    }
+                )
+            if self.eval_cost_bounds is not None:
+                certified = np.all(self.eval_cost_bounds[:, k] <= self.cost_limits + 1e-9, axis=-1)
+                rows[-1]["certified"] = int(certified.sum())
         return rows
 
     def table(self) -> str:
         """:return: the anytime-safety table as text (cost channel 0; every channel counts in violations)"""
-        lines = [
-            f"Anytime safety ({self.label}): {self.n_tasks} test tasks, {self.n_steps} adaptation steps",
-            f"{'k':>3} {'mean return':>12} {'max cost':>9} {'mean cost':>9} {'d':>7} {'violations':>10}",
-        ]
+        evaluated = self.eval_costs is not None
+        header = f"{'k':>3} {'mean return':>12} {'max cost':>9} {'mean cost':>9} {'d':>7} {'violations':>10}"
+        if evaluated:
+            header += f" | {'eval return':>11} {'eval max':>9} {'eval mean':>9} {'eval viol.':>10}"
+        lines = [f"Anytime safety ({self.label}): {self.n_tasks} test tasks, {self.n_steps} adaptation steps", header]
         for row in self.rows():
-            lines.append(
+            line = (
                 f"{row['step']:>3} {row['mean_return']:>12.2f} {row['max_cost']:>9.2f} {row['mean_cost']:>9.2f} "
                 f"{row['cost_limit']:>7.2f} {row['violations']:>7}/{self.n_tasks}"
             )
-        lines.append(f"policies within the limit: {self.safe_fraction:.1%} of {self.violations.size}")
+            if evaluated:
+                line += (
+                    f" | {row['eval_mean_return']:>11.2f} {row['eval_max_cost']:>9.2f} {row['eval_mean_cost']:>9.2f}"
+                    f" {row['eval_violations']:>7}/{self.n_tasks}"
+                )
+            lines.append(line)
+        lines.append(f"policies within the limit by their own rollouts: {self.safe_fraction:.1%} of {self.violations.size}")
+        if self.eval_safe_fraction is not None:
+            lines.append(
+                f"policies within the limit by {self.n_eval_episodes} independent episodes each: "
+                f"{self.eval_safe_fraction:.1%} of {self.violations.size}"
+            )
+        if self.certified_fraction is not None:
+            lines.append(
+                f"policies certified within the limit at confidence {self.cost_confidence} (DKW bound): "
+                f"{self.certified_fraction:.1%} of {self.violations.size}"
+            )
         return "\n".join(lines)
 
     def save(self, path: str | pathlib.Path) -> None:
@@ -149,19 +217,37 @@ class MetaTestReport:
             "cost_limits": self.cost_limits.tolist(),
             "tasks": self.tasks,
             "safe_fraction": self.safe_fraction,
+            "n_eval_episodes": self.n_eval_episodes,
+            "cost_confidence": self.cost_confidence,
         }
+        for name in ("eval_returns", "eval_costs", "eval_cost_bounds"):
+            value = getattr(self, name)
+            payload[name] = None if value is None else value.tolist()
+        if self.eval_safe_fraction is not None:
+            payload["eval_safe_fraction"] = self.eval_safe_fraction
+        if self.certified_fraction is not None:
+            payload["certified_fraction"] = self.certified_fraction
         atomic_write_text(path.with_suffix(".json"), json.dumps(payload, indent=1))
 
     @classmethod
     def load(cls, path: str | pathlib.Path) -> MetaTestReport:
         """:param path: a ``.json`` written by :meth:`save` (extension optional)"""
         payload = json.loads(pathlib.Path(path).with_suffix(".json").read_text())
+
+        def optional(name: str) -> np.ndarray | None:
+            return None if payload.get(name) is None else np.asarray(payload[name])
+
         return cls(
             returns=np.asarray(payload["returns"]),
             costs=np.asarray(payload["costs"]),
             cost_limits=np.asarray(payload["cost_limits"]),
             tasks=payload["tasks"],
             label=payload["label"],
+            eval_returns=optional("eval_returns"),
+            eval_costs=optional("eval_costs"),
+            eval_cost_bounds=optional("eval_cost_bounds"),
+            n_eval_episodes=int(payload.get("n_eval_episodes", 0)),
+            cost_confidence=payload.get("cost_confidence"),
         )
 
     def plot(self, path: str | pathlib.Path, others: list[MetaTestReport] | None = None) -> None:
@@ -185,6 +271,14 @@ class MetaTestReport:
             (line,) = left.plot(steps, mean, label=report.label)
             left.fill_between(steps, mean - spread, mean + spread, alpha=0.2, color=line.get_color())
             right.plot(steps, report.costs[:, :, 0].max(axis=0), label=report.label, color=line.get_color())
+            if report.eval_costs is not None:
+                right.plot(
+                    steps,
+                    report.eval_costs[:, :, 0].max(axis=0),
+                    label=f"{report.label}, {report.n_eval_episodes} independent episodes",
+                    color=line.get_color(),
+                    linestyle=":",
+                )
         right.axhline(float(self.cost_limits[:, 0].min()), color="black", linestyle="--", label="cost limit d")
         left.set(xlabel="adaptation step k", ylabel="average episode return", title="Meta-test: reward")
         right.set(xlabel="adaptation step k", ylabel="maximum episode cost", title="Meta-test: max cost over tasks")
