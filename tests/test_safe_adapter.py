@@ -35,39 +35,6 @@ def test_learn_logs_and_returns_self():
     assert np.all(np.isfinite(model.dual_multipliers)) and np.all(model.dual_multipliers >= 0)
 
 
-def test_save_load_round_trip(tmp_path):
-    model = SafeAdapter("MlpPolicy", make_env(), seed=0, lambda_=2.0, lambda_c=[3.0], delta_c=0.5, **SMALL)
-    model.learn(400)
-    model.dual_multipliers = np.array([0.25])
-    before, _ = model.predict(observations(), deterministic=True)
-    cost_values = model.policy.predict_cost_values(th.as_tensor(observations())).detach().numpy()
-    model.save(tmp_path / "adapter.zip")
-
-    loaded = SafeAdapter.load(tmp_path / "adapter.zip", env=make_env())
-    after, _ = loaded.predict(observations(), deterministic=True)
-    np.testing.assert_array_equal(before, after)
-    np.testing.assert_array_equal(
-        cost_values, loaded.policy.predict_cost_values(th.as_tensor(observations())).detach().numpy()
-    )
-    assert loaded.lambda_ == 2.0 and loaded.lambda_c == [3.0] and loaded.delta_c == 0.5
-    np.testing.assert_array_equal(loaded.dual_multipliers, [0.25])
-    np.testing.assert_array_equal(loaded.cost_limit, [10.0])
-    loaded.learn(400)  # and it keeps learning
-
-
-def test_seeded_runs_are_identical():
-    def run():
-        model = SafeAdapter("MlpPolicy", make_env(seed=3), seed=3, **SMALL)
-        model.learn(800)
-        return model.policy.state_dict(), model.dual_multipliers, model.ep_info_buffer
-
-    (state_a, u_a, info_a), (state_b, u_b, info_b) = run(), run()
-    for key in state_a:
-        th.testing.assert_close(state_a[key], state_b[key], rtol=0, atol=0)
-    np.testing.assert_array_equal(u_a, u_b)
-    assert [info["r"] for info in info_a] == [info["r"] for info in info_b]
-
-
 @pytest.mark.parametrize("algorithm", [PPO, TRPO])
 def test_from_meta_starts_from_a_plain_ppo_or_trpo_zip(tmp_path, algorithm):
     """Both default MlpPolicy networks (2x64 tanh actor and critic) load into SafeAdapter's."""
@@ -115,25 +82,15 @@ def test_discrete_actions():
     model.learn(256)
 
 
-def test_load_rejects_a_corrupt_zip(tmp_path):
-    path = tmp_path / "broken.zip"
-    path.write_bytes(b"this is not a zip file")
-    with pytest.raises(ValueError, match="zip"):
-        SafeAdapter.load(path, env=make_env())
-
-
 @pytest.mark.parametrize(
     "kwargs,match",
     [
         (dict(lambda_=-1.0), "lambda_"),
         (dict(lambda_c=-0.5), "lambda_c"),
         (dict(delta_c=-1.0), "delta_c"),
-        (dict(cost_limit=[10.0, 5.0]), r"cost_limit .*shape \(1,\)"),
-        (dict(cost_limit=-1.0), "cost_limit"),
         (dict(beta=0.0), "beta"),
         (dict(dual_tol=0.0), "dual_tol"),
         (dict(fit_scope="body"), "fit_scope"),
-        (dict(advantage_estimator="td"), "advantage_estimator"),
     ],
 )
 def test_bad_hyperparameters_name_the_parameter(kwargs, match):
