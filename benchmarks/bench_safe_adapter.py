@@ -138,7 +138,7 @@ def one_round(model: SafeAdapter, args: argparse.Namespace, profiler: cProfile.P
         )
 
     start = time.perf_counter()
-    model.train_critics(model.n_critic_epochs, model.batch_size, model.critic_optimizer)
+    model.train_critics(model.n_critic_epochs, model.batch_size, model.policy.optimizer)
     critics = time.perf_counter() - start
     return dict(
         collect=collect,

@@ -92,7 +92,7 @@ def main() -> int:
     graph = {name: imported_modules(path, name, set(names)) for name, path in names.items()}
     # a package's __init__ re-exporting its submodules is not a circle with them
     for name, targets in graph.items():
-        graph[name] = {target for target in targets if not (name.startswith(target + ".") and names[target].name == "__init__.py")}
+        graph[name] = {t for t in targets if not (name.startswith(t + ".") and names[t].name == "__init__.py")}
     cycles = find_cycles(graph)
     for cycle in cycles:
         print("import circle:", " <-> ".join(cycle))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import pathlib
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -28,6 +29,7 @@ from sb3_safemeta.common.evaluation import MetaTestReport
 from sb3_safemeta.common.on_policy_cost_algorithm import OnPolicyCostAlgorithm
 from sb3_safemeta.common.rollout_data import ADVANTAGE_ESTIMATORS, RolloutData
 from sb3_safemeta.common.tasks import Task, check_task_distribution, task_cost_limit
+from sb3_safemeta.common.trust_region import MeanKL, TrustRegionResult, trust_region_step
 from sb3_safemeta.common.validation import check_positive
 
 __all__ = ["OnPolicyMetaAlgorithm"]
@@ -58,6 +60,12 @@ class OnPolicyMetaAlgorithm(OnPolicyCostAlgorithm):
     # saved in the zip, so that a run resumes where it stopped.
     meta_iterations: int = 0
     task_rng: np.random.Generator | None = None
+    # the TRPO step's arguments (:meth:`_set_trust_region`)
+    target_kl: float
+    cg_max_steps: int
+    cg_damping: float
+    line_search_shrinking_factor: float
+    line_search_max_iter: int
 
     def __init__(
         self,
@@ -142,12 +150,68 @@ class OnPolicyMetaAlgorithm(OnPolicyCostAlgorithm):
         return self.env.env_method("sample_tasks", n_tasks, seed, indices=[0])[0]  # type: ignore[union-attr]
 
     def _critic_optimizer(self, policy: BasePolicy) -> th.optim.Optimizer:
-        """:return: a fresh optimizer of ``policy``'s value and cost-value heads"""
+        """:return: a fresh optimizer of ``policy``'s value and cost-value heads (at the current learning rate)"""
         return self.policy.optimizer_class(  # type: ignore[call-arg]
             policy.critic_parameters(),  # type: ignore[operator]
-            lr=self.lr_schedule(1),
+            lr=self.lr_schedule(self._current_progress_remaining),
             **self.policy.optimizer_kwargs,
         )
+
+    # ------------------------------------------------------------------ the TRPO step on phi
+    def _set_trust_region(
+        self,
+        target_kl: float,
+        cg_max_steps: int,
+        cg_damping: float,
+        line_search_shrinking_factor: float,
+        line_search_max_iter: int,
+        positive_damping: bool = False,
+        kl_name: str = "target_kl",
+    ) -> None:
+        """
+        Validate and store the arguments of the TRPO step on phi (Algorithm 2 lines 8 and 12; the outer step of
+        every baseline), which every meta-learner takes with :meth:`_trust_region_step`.
+
+        :param positive_damping: require ``cg_damping > 0`` (an unrolled CG needs F + damping I positive definite)
+        :param kl_name: the attribute (and constructor argument) that holds the KL bound
+        """
+        setattr(self, kl_name, check_positive(target_kl, kl_name))
+        self.cg_max_steps = int(check_positive(cg_max_steps, "cg_max_steps"))
+        self.cg_damping = check_positive(cg_damping, "cg_damping", strict=positive_damping)
+        self.line_search_shrinking_factor = check_positive(line_search_shrinking_factor, "line_search_shrinking_factor")
+        if self.line_search_shrinking_factor >= 1.0:
+            raise ValueError(f"line_search_shrinking_factor must be in (0, 1), got {line_search_shrinking_factor!r}")
+        self.line_search_max_iter = int(check_positive(line_search_max_iter, "line_search_max_iter"))
+
+    def _trust_region_step(
+        self, surrogate: Callable[[], th.Tensor], rollouts: list[RolloutData], policy: BasePolicy | None = None
+    ) -> TrustRegionResult:
+        """
+        One TRPO step (natural gradient by CG on the Fisher, KL bound ``target_kl``, backtracking line search).
+
+        :param surrogate: the function of the actor's parameters to increase
+        :param rollouts: the rollouts whose states define the trust region's KL
+        :param policy: the policy that moves (default: the meta-policy)
+        :return: the step's diagnostics
+        """
+        policy = self.policy if policy is None else policy
+        return trust_region_step(
+            policy.actor_parameters(),  # type: ignore[operator]
+            surrogate,
+            MeanKL(policy, self._trust_region_states(rollouts)),  # type: ignore[arg-type]
+            max_kl=self.target_kl,
+            cg_max_steps=self.cg_max_steps,
+            cg_damping=self.cg_damping,
+            shrinking_factor=self.line_search_shrinking_factor,
+            max_backtracks=self.line_search_max_iter,
+        )
+
+    def _record_trust_region_step(self, step: TrustRegionResult) -> None:
+        """Log the TRPO step on phi under SB3-contrib TRPO's keys."""
+        self.logger.record("train/is_line_search_success", int(step.success))
+        self.logger.record("train/kl", step.kl)
+        self.logger.record("train/improvement", step.improvement)
+        self.logger.record("train/gradient_norm", step.gradient_norm)
 
     @contextmanager
     def _acting_with(self, policy: BasePolicy) -> Iterator[None]:
@@ -215,9 +279,14 @@ class OnPolicyMetaAlgorithm(OnPolicyCostAlgorithm):
         )
         callback.on_training_start(locals(), globals())
         while self.num_timesteps < total_timesteps:
+            start = time.time()
+            self._update_learning_rate(self.policy.optimizer)  # the critics' optimizer (learning_rate schedule)
             if not self._meta_iteration(callback):
                 break
             self.meta_iterations += 1
+            self._n_updates += 1
+            self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+            self.logger.record("time/meta_iteration_seconds", time.time() - start)
             self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
             if log_interval is not None and self.meta_iterations % log_interval == 0:
                 self.logger.record("meta/iterations", self.meta_iterations, exclude="tensorboard")

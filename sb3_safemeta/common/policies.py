@@ -41,8 +41,10 @@ class CostActorCriticPolicy(ActorCriticPolicy):
         self.cost_value_net = nn.Linear(self.mlp_extractor.latent_dim_vf, self.n_costs)
         if self.ortho_init:
             self.cost_value_net.apply(lambda module: self.init_weights(module, gain=1.0))
-        # rebuild the optimizer so that it sees the new head
-        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
+        # The actor is never trained by gradient descent on a loss (A^s fits it, a TRPO step moves it), so the
+        # policy's optimizer (SB3's ``policy.optimizer``, saved in the zip) is the critics' optimizer: value
+        # and cost-value heads and their feature extractor, never an actor parameter.
+        self.optimizer = self.optimizer_class(self.critic_parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()

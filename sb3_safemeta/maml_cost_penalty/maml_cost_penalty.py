@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import pathlib
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -37,7 +36,7 @@ from sb3_safemeta.common.functional_policy import (
 from sb3_safemeta.common.meta_algorithm import OnPolicyMetaAlgorithm
 from sb3_safemeta.common.rollout_data import RolloutData
 from sb3_safemeta.common.tasks import Task, task_cost_limit
-from sb3_safemeta.common.trust_region import MeanKL, TrustRegionResult, trust_region_step
+from sb3_safemeta.common.trust_region import TrustRegionResult
 from sb3_safemeta.common.validation import as_cost_vector, check_positive
 from sb3_safemeta.maml_cost_penalty.policies import MlpPolicy
 
@@ -277,13 +276,7 @@ class MAMLCostPenalty(OnPolicyMetaAlgorithm):
         )
         self.cost_penalty = as_cost_vector(cost_penalty, self.n_costs, "cost_penalty", allow_negative=False)
         self.inner_lr = check_positive(inner_lr, "inner_lr")
-        self.target_kl = check_positive(target_kl, "target_kl")
-        self.cg_max_steps = int(check_positive(cg_max_steps, "cg_max_steps"))
-        self.cg_damping = check_positive(cg_damping, "cg_damping", strict=False)
-        self.line_search_shrinking_factor = check_positive(line_search_shrinking_factor, "line_search_shrinking_factor")
-        if self.line_search_shrinking_factor >= 1.0:
-            raise ValueError(f"line_search_shrinking_factor must be in (0, 1), got {line_search_shrinking_factor!r}")
-        self.line_search_max_iter = int(check_positive(line_search_max_iter, "line_search_max_iter"))
+        self._set_trust_region(target_kl, cg_max_steps, cg_damping, line_search_shrinking_factor, line_search_max_iter)
         self.normalize_advantage = bool(normalize_advantage)
         if _init_setup_model:
             self._setup_model()
@@ -292,7 +285,6 @@ class MAMLCostPenalty(OnPolicyMetaAlgorithm):
         super()._setup_model()
         # pi_theta' of the task being adapted: same architecture, actor weights set to theta'(phi) per task
         self.adapted_policy = copy.deepcopy(self.policy)
-        self.critic_optimizer = self._critic_optimizer(self.policy)
 
     # ------------------------------------------------------------------ data
     def penalised_advantages(self, rollout: RolloutData) -> th.Tensor:
@@ -315,7 +307,6 @@ class MAMLCostPenalty(OnPolicyMetaAlgorithm):
     # ------------------------------------------------------------------ training
     def _meta_iteration(self, callback: BaseCallback) -> bool:
         """One meta-iteration of MAML-TRPO over a batch of tasks. :return: False if a callback stopped training"""
-        start = time.time()
         tasks = self.sample_tasks(self.meta_batch_size)
         self._seed_iteration()
         phi = actor_parameter_dict(self.policy)
@@ -325,7 +316,7 @@ class MAMLCostPenalty(OnPolicyMetaAlgorithm):
         inner_kls: list[float] = []
         for task in tasks:
             # pre-update data of pi_phi, then the inner step theta' = phi + alpha * grad E[ratio X]
-            meta_rollout = self._collect(self.policy, task, callback, self.critic_optimizer)
+            meta_rollout = self._collect(self.policy, task, callback, self.policy.optimizer)
             if meta_rollout is None:
                 return False
             data = self._inner_data(meta_rollout, self.policy)
@@ -336,7 +327,7 @@ class MAMLCostPenalty(OnPolicyMetaAlgorithm):
             with th.no_grad():  # E_s[KL(pi_phi || pi_theta')] on the pre-update states
                 inner_kls.append(mean_kl(self.policy, self.adapted_policy, data.observations))
             # post-update data of pi_theta' on the same task
-            adapted_rollout = self._collect(self.adapted_policy, task, callback, self.critic_optimizer)
+            adapted_rollout = self._collect(self.adapted_policy, task, callback, self.policy.optimizer)
             if adapted_rollout is None:
                 return False
             meta_rollouts.append(meta_rollout)
@@ -352,12 +343,7 @@ class MAMLCostPenalty(OnPolicyMetaAlgorithm):
         self.logger.record("meta/violating_tasks", violating)
         self._record_rollouts(meta_rollouts, adapted_rollouts)
         self.logger.record("meta/adaptation_kl", float(np.mean(inner_kls)))
-        self.logger.record("train/is_line_search_success", int(step.success))
-        self.logger.record("train/kl", step.kl)
-        self.logger.record("train/improvement", step.improvement)
-        self.logger.record("train/gradient_norm", step.gradient_norm)
-        self.logger.record("time/meta_iteration_seconds", time.time() - start)
-        self._n_updates += 1
+        self._record_trust_region_step(step)
         return True
 
     def _meta_step(
@@ -368,16 +354,7 @@ class MAMLCostPenalty(OnPolicyMetaAlgorithm):
         for rollout in adapted_rollouts:
             batch = rollout.to_batch(self.device)
             post_samples.append(SampleSet(batch.observations, batch.actions, self.penalised_advantages(rollout)))
-        return trust_region_step(
-            self.policy.actor_parameters(),  # type: ignore[operator]
-            MAMLSurrogate(self.policy, inner_data, post_samples, self.inner_lr),
-            MeanKL(self.policy, self._trust_region_states(meta_rollouts)),
-            max_kl=self.target_kl,
-            cg_max_steps=self.cg_max_steps,
-            cg_damping=self.cg_damping,
-            shrinking_factor=self.line_search_shrinking_factor,
-            max_backtracks=self.line_search_max_iter,
-        )
+        return self._trust_region_step(MAMLSurrogate(self.policy, inner_data, post_samples, self.inner_lr), meta_rollouts)
 
     # ------------------------------------------------------------------ meta-test
     def meta_test(
@@ -431,6 +408,3 @@ class MAMLCostPenalty(OnPolicyMetaAlgorithm):
     # ------------------------------------------------------------------ SB3 plumbing
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "adapted_policy"]
-
-    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
-        return ["policy", "critic_optimizer"], []

@@ -40,7 +40,7 @@ from sb3_safemeta.common.functional_policy import (
 from sb3_safemeta.common.meta_algorithm import OnPolicyMetaAlgorithm
 from sb3_safemeta.common.rollout_data import RolloutData
 from sb3_safemeta.common.tasks import Task, task_cost_limit
-from sb3_safemeta.common.trust_region import MeanKL, TrustRegionResult, trust_region_step
+from sb3_safemeta.common.trust_region import TrustRegionResult
 from sb3_safemeta.common.validation import check_positive
 from sb3_safemeta.meta_cpo.cpo_step import CPOStepResult, cpo_step
 from sb3_safemeta.meta_cpo.policies import MlpPolicy
@@ -422,14 +422,10 @@ class MetaCPO(OnPolicyMetaAlgorithm):
             raise ValueError(f"meta_gradient must be one of {META_GRADIENTS}, got {meta_gradient!r}")
         self.meta_gradient = meta_gradient
         self.inner_kl = check_positive(inner_kl, "inner_kl")
-        self.target_kl = check_positive(target_kl, "target_kl")
         self.inner_cg_max_steps = int(check_positive(inner_cg_max_steps, "inner_cg_max_steps"))
-        self.cg_max_steps = int(check_positive(cg_max_steps, "cg_max_steps"))
-        self.cg_damping = check_positive(cg_damping, "cg_damping")  # > 0: the unrolled CG needs F + damping I SPD
-        self.line_search_shrinking_factor = check_positive(line_search_shrinking_factor, "line_search_shrinking_factor")
-        if self.line_search_shrinking_factor >= 1.0:
-            raise ValueError(f"line_search_shrinking_factor must be in (0, 1), got {line_search_shrinking_factor!r}")
-        self.line_search_max_iter = int(check_positive(line_search_max_iter, "line_search_max_iter"))
+        self._set_trust_region(
+            target_kl, cg_max_steps, cg_damping, line_search_shrinking_factor, line_search_max_iter, positive_damping=True
+        )  # the unrolled CG of the inner step needs F + damping I positive definite
         self.normalize_advantage = bool(normalize_advantage)
         if _init_setup_model:
             self._setup_model()
@@ -438,7 +434,6 @@ class MetaCPO(OnPolicyMetaAlgorithm):
         super()._setup_model()
         # pi_theta' of the task being adapted: same architecture, actor weights set to theta'(phi) per task
         self.adapted_policy = copy.deepcopy(self.policy)
-        self.critic_optimizer = self._critic_optimizer(self.policy)
 
     # ------------------------------------------------------------------ data
     def _reward_advantages(self, rollout: RolloutData) -> th.Tensor:
@@ -480,7 +475,6 @@ class MetaCPO(OnPolicyMetaAlgorithm):
     # ------------------------------------------------------------------ training
     def _meta_iteration(self, callback: BaseCallback) -> bool:
         """One meta-iteration of meta-CPO over a batch of tasks. :return: False if a callback stopped training"""
-        start = time.time()
         tasks = self.sample_tasks(self.meta_batch_size)
         self._seed_iteration()
         limits = [task_cost_limit(task, self.cost_limit, self.n_costs) for task in tasks]
@@ -490,14 +484,14 @@ class MetaCPO(OnPolicyMetaAlgorithm):
         steps: list[CPOStepResult] = []
         inner_kls: list[float] = []
         for task, limit in zip(tasks, limits, strict=True):
-            meta_rollout = self._collect(self.policy, task, callback, self.critic_optimizer)
+            meta_rollout = self._collect(self.policy, task, callback, self.policy.optimizer)
             if meta_rollout is None:
                 return False
             data = self._inner_data(meta_rollout, self.policy, limit)  # type: ignore[arg-type]
             self.adapted_policy.load_state_dict(self.policy.state_dict())
             steps.append(self.adapt(self.adapted_policy, data))  # type: ignore[arg-type]
             inner_kls.append(mean_kl(self.policy, self.adapted_policy, data.observations))
-            adapted_rollout = self._collect(self.adapted_policy, task, callback, self.critic_optimizer)
+            adapted_rollout = self._collect(self.adapted_policy, task, callback, self.policy.optimizer)
             if adapted_rollout is None:
                 return False
             meta_rollouts.append(meta_rollout)
@@ -515,13 +509,8 @@ class MetaCPO(OnPolicyMetaAlgorithm):
         self.logger.record("meta/cpo_both_active", sum(s.case == "both_active" for s in steps))
         self.logger.record("meta/cpo_recovery", sum(s.case == "recovery" for s in steps))
         self.logger.record("meta/cpo_predicted_cost_change", float(np.mean([s.predicted_cost_change for s in steps])))
-        self.logger.record("train/is_line_search_success", int(step.success))
-        self.logger.record("train/kl", step.kl)
-        self.logger.record("train/improvement", step.improvement)
-        self.logger.record("train/gradient_norm", step.gradient_norm)
+        self._record_trust_region_step(step)
         self.logger.record("time/meta_step_seconds", time.time() - meta_start)
-        self.logger.record("time/meta_iteration_seconds", time.time() - start)
-        self._n_updates += 1
         return True
 
     def _meta_step(
@@ -541,16 +530,7 @@ class MetaCPO(OnPolicyMetaAlgorithm):
             self.cg_damping,
             first_order=self.meta_gradient == "first_order",
         )
-        return trust_region_step(
-            self.policy.actor_parameters(),  # type: ignore[operator]
-            surrogate,
-            MeanKL(self.policy, self._trust_region_states(meta_rollouts)),  # type: ignore[arg-type]
-            max_kl=self.target_kl,
-            cg_max_steps=self.cg_max_steps,
-            cg_damping=self.cg_damping,
-            shrinking_factor=self.line_search_shrinking_factor,
-            max_backtracks=self.line_search_max_iter,
-        )
+        return self._trust_region_step(surrogate, meta_rollouts)
 
     # ------------------------------------------------------------------ meta-test
     def meta_test(
@@ -594,6 +574,3 @@ class MetaCPO(OnPolicyMetaAlgorithm):
     # ------------------------------------------------------------------ SB3 plumbing
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "adapted_policy"]
-
-    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
-        return ["policy", "critic_optimizer"], []

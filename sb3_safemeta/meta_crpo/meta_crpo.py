@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import pathlib
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -197,6 +196,8 @@ class MetaCRPO(OnPolicyMetaAlgorithm):
     :param _init_setup_model: whether or not to build the network at the creation of the instance
     """
 
+    adapt_kl: float  # KL bound of the CRPO steps (set by _set_trust_region)
+
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
 
     def __init__(
@@ -255,13 +256,10 @@ class MetaCRPO(OnPolicyMetaAlgorithm):
         if meta_lr > 1.0:
             raise ValueError(f"meta_lr must be in (0, 1] (1: phi becomes the mean of the task parameters), got {meta_lr!r}")
         self.meta_lr = meta_lr
-        self.adapt_kl = check_positive(adapt_kl, "adapt_kl")
-        self.cg_max_steps = int(check_positive(cg_max_steps, "cg_max_steps"))
-        self.cg_damping = check_positive(cg_damping, "cg_damping", strict=False)
-        self.line_search_shrinking_factor = check_positive(line_search_shrinking_factor, "line_search_shrinking_factor")
-        if self.line_search_shrinking_factor >= 1.0:
-            raise ValueError(f"line_search_shrinking_factor must be in (0, 1), got {line_search_shrinking_factor!r}")
-        self.line_search_max_iter = int(check_positive(line_search_max_iter, "line_search_max_iter"))
+        # the TRPO steps of CRPO on the task policies (meta-CRPO has no trust-region step on phi)
+        self._set_trust_region(
+            adapt_kl, cg_max_steps, cg_damping, line_search_shrinking_factor, line_search_max_iter, kl_name="adapt_kl"
+        )
         if _init_setup_model:
             self._setup_model()
 
@@ -300,7 +298,6 @@ class MetaCRPO(OnPolicyMetaAlgorithm):
 
         :return: False if a callback stopped training
         """
-        start = time.time()
         tasks = self.sample_tasks(self.meta_batch_size)
         self._seed_iteration()
         phi = parameters_to_vector(self.policy.parameters()).detach().clone()
@@ -332,8 +329,6 @@ class MetaCRPO(OnPolicyMetaAlgorithm):
         self.logger.record("train/is_line_search_success", len(accepted) / len(steps))
         self.logger.record("train/kl", float(np.mean([step.kl for step in accepted])) if accepted else 0.0)
         self.logger.record("train/gradient_norm", float(np.mean([step.trust_region.gradient_norm for step in steps])))
-        self.logger.record("time/meta_iteration_seconds", time.time() - start)
-        self._n_updates += 1
         return True
 
     # ------------------------------------------------------------------ meta-test

@@ -1,3 +1,11 @@
+"""
+SafeAdapter: the safe policy adaptation A^s of "Safe Meta-Reinforcement Learning via Dual-Method-Based Policy
+Adaptation: Near-Optimality and Anytime Safety Guarantee" (Section 3.1 and 4.1, Propositions 1-2, Algorithms 1
+and 3, Appendix E.2), as an SB3 on-policy algorithm: every iteration of ``learn`` collects a rollout with the
+current policy, solves problem (1) by the dual method and moves the policy to the adapted pi^{u*}. Its chain of
+steps is the meta-test of Section 5.1 (anytime safety, Corollary 1). Docs: docs/modules/safe_adapter.md.
+"""
+
 from __future__ import annotations
 
 import io
@@ -12,8 +20,8 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
-from sb3_safemeta.common.adaptation.dual import AdaptationParams
-from sb3_safemeta.common.adaptation.parametric import FIT_SCOPES, ParametricAdaptResult, adapt_on_rollout
+from sb3_safemeta.common.adaptation.options import AdaptationOptions, SafeAdaptationMixin
+from sb3_safemeta.common.adaptation.parametric import ParametricAdaptResult, adapt_on_rollout
 from sb3_safemeta.common.on_policy_cost_algorithm import OnPolicyCostAlgorithm
 from sb3_safemeta.common.rollout_data import ADVANTAGE_ESTIMATORS, RolloutData
 from sb3_safemeta.common.validation import check_positive
@@ -22,7 +30,7 @@ from sb3_safemeta.safe_adapter.policies import MlpPolicy
 SelfSafeAdapter = TypeVar("SelfSafeAdapter", bound="SafeAdapter")
 
 
-class SafeAdapter(OnPolicyCostAlgorithm):
+class SafeAdapter(SafeAdaptationMixin, OnPolicyCostAlgorithm):
     """
     Safe policy adaptation by the dual method (A^s), from "Safe Meta-Reinforcement Learning via
     Dual-Method-Based Policy Adaptation: Near-Optimality and Anytime Safety Guarantee"
@@ -72,6 +80,8 @@ class SafeAdapter(OnPolicyCostAlgorithm):
     :param backtrack_steps: feasibility backtracking steps after the dual solve (0 disables)
     :param dual_tol: the dual solve stops when the active constraints are within
         ``dual_tol * max(1, cost_limit + delta_c)`` of their bound (relative; far below the sampling error)
+    :param normalize_advantage: divide the reward advantages by their standard deviation in A^s, so that lambda
+        is relative to the reward scale (the cost advantages are never rescaled)
     :param n_costs: number of cost channels p (None: from the env's ``n_costs`` attribute or ``cost_limit``)
     :param stats_window_size: window size for the rollout logging
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -107,6 +117,7 @@ class SafeAdapter(OnPolicyCostAlgorithm):
         fit_scope: str = "actor",
         backtrack_steps: int = 15,
         dual_tol: float = 1e-3,
+        normalize_advantage: bool = True,
         n_costs: int | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
@@ -142,21 +153,24 @@ class SafeAdapter(OnPolicyCostAlgorithm):
         )
         if advantage_estimator not in ADVANTAGE_ESTIMATORS:
             raise ValueError(f"advantage_estimator must be one of {ADVANTAGE_ESTIMATORS}, got {advantage_estimator!r}")
-        self.lambda_ = lambda_
-        self.lambda_c = lambda_c
-        self.delta_c = delta_c
         self.batch_size = int(check_positive(batch_size, "batch_size"))
         self.n_critic_epochs = int(check_positive(n_critic_epochs, "n_critic_epochs", strict=False))
         self.advantage_estimator = advantage_estimator
-        self.dual_solver = dual_solver
-        self.beta = check_positive(beta, "beta")
-        self.n_dual_steps = int(check_positive(n_dual_steps, "n_dual_steps"))
-        self.fit_steps = int(check_positive(fit_steps, "fit_steps"))
-        if fit_scope not in FIT_SCOPES:
-            raise ValueError(f"fit_scope must be one of {FIT_SCOPES}, got {fit_scope!r}")
-        self.fit_scope = fit_scope
-        self.backtrack_steps = int(check_positive(backtrack_steps, "backtrack_steps", strict=False))
-        self.dual_tol = check_positive(dual_tol, "dual_tol")
+        self._set_adaptation_options(
+            AdaptationOptions(
+                lambda_=lambda_,
+                lambda_c=lambda_c,
+                delta_c=delta_c,
+                dual_solver=dual_solver,
+                beta=beta,
+                n_dual_steps=n_dual_steps,
+                fit_steps=fit_steps,
+                fit_scope=fit_scope,
+                backtrack_steps=backtrack_steps,
+                dual_tol=dual_tol,
+                normalize_advantage=normalize_advantage,
+            )
+        )
         # u* of the last adaptation step (warm start of the next dual solve); saved in the zip
         self.dual_multipliers: np.ndarray | None = None
         if _init_setup_model:
@@ -168,15 +182,9 @@ class SafeAdapter(OnPolicyCostAlgorithm):
             # where the rollout cuts an episode; the baseline is fitted per rollout (rollout_data.py)
             self.gae_lambda = self.cost_gae_lambda = 1.0
         super()._setup_model()
-        # validate here (n_costs is known only now); a bad value raises a ValueError naming it
-        AdaptationParams.create(self.lambda_, self.lambda_c, self.cost_limit, self.delta_c, 0.5, self.n_costs)
+        self.adaptation.check_channels(self.n_costs)  # p is known only now
         if self.dual_multipliers is None or np.shape(self.dual_multipliers) != (self.n_costs,):
             self.dual_multipliers = np.zeros(self.n_costs)  # not when load() restored them
-        self.critic_optimizer = self.policy.optimizer_class(  # type: ignore[call-arg]
-            self.policy.critic_parameters(),  # type: ignore[operator]
-            lr=self.lr_schedule(1),
-            **self.policy.optimizer_kwargs,
-        )
 
     def adapt(self, rollout: RolloutData) -> ParametricAdaptResult:
         """
@@ -185,22 +193,7 @@ class SafeAdapter(OnPolicyCostAlgorithm):
         :param rollout: data collected with the current policy
         :return: multipliers u*, eta, surrogate costs and diagnostics
         """
-        result = adapt_on_rollout(
-            self.policy,
-            rollout,
-            lambda_=self.lambda_,
-            lambda_c=self.lambda_c,
-            cost_limit=self.cost_limit,
-            delta_c=self.delta_c,
-            u0=self.dual_multipliers,
-            dual_solver=self.dual_solver,
-            beta=self.beta,
-            n_dual_steps=self.n_dual_steps,
-            fit_steps=self.fit_steps,
-            fit_scope=self.fit_scope,
-            backtrack_steps=self.backtrack_steps,
-            dual_tol=self.dual_tol,
-        )
+        result = adapt_on_rollout(self.policy, rollout, self.adaptation, self.cost_limit, u0=self.dual_multipliers)
         if not result.recovery:
             self.dual_multipliers = result.u  # warm start of the next step's dual
         return result
@@ -208,10 +201,10 @@ class SafeAdapter(OnPolicyCostAlgorithm):
     def train(self) -> None:
         """One adaptation step from the rollout just collected, then a critic refit."""
         self.policy.set_training_mode(True)
-        self._update_learning_rate(self.critic_optimizer)
+        self._update_learning_rate(self.policy.optimizer)
         rollout = self.rollout_data(self.advantage_estimator)
         result = self.adapt(rollout)
-        self.train_critics(self.n_critic_epochs, self.batch_size, self.critic_optimizer)
+        self.train_critics(self.n_critic_epochs, self.batch_size, self.policy.optimizer)
         self._n_updates += 1
 
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
@@ -265,11 +258,8 @@ class SafeAdapter(OnPolicyCostAlgorithm):
             if step < n_adapt_steps:
                 self.adapt(rollout)
                 if self.advantage_estimator == "gae":
-                    self.train_critics(self.n_critic_epochs, self.batch_size, self.critic_optimizer)
+                    self.train_critics(self.n_critic_epochs, self.batch_size, self.policy.optimizer)
         callback.on_training_end()
-
-    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
-        return ["policy", "critic_optimizer"], []
 
     @classmethod
     def from_meta(

@@ -1,8 +1,14 @@
+"""
+SafeMetaDual: safe meta-policy training (Section 3.2 and 4.2, Algorithms 2 and 4) of "Safe Meta-Reinforcement
+Learning via Dual-Method-Based Policy Adaptation: Near-Optimality and Anytime Safety Guarantee", with the safe
+adaptation A^s of :mod:`sb3_safemeta.safe_adapter` as the inner step and ``meta_test`` (Section 5.1: the
+anytime-safety report). Docs: docs/modules/safe_meta_dual.md.
+"""
+
 from __future__ import annotations
 
 import copy
 import pathlib
-import time
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -12,14 +18,13 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
-from sb3_safemeta.common.adaptation.dual import AdaptationParams
-from sb3_safemeta.common.adaptation.parametric import FIT_SCOPES, ParametricAdaptResult, adapt_on_rollout
+from sb3_safemeta.common.adaptation.options import AdaptationOptions, SafeAdaptationMixin
+from sb3_safemeta.common.adaptation.parametric import ParametricAdaptResult, adapt_on_rollout
 from sb3_safemeta.common.evaluation import MetaTestReport
 from sb3_safemeta.common.meta_algorithm import OnPolicyMetaAlgorithm
 from sb3_safemeta.common.rollout_data import RolloutData
 from sb3_safemeta.common.tasks import Task, task_cost_limit
-from sb3_safemeta.common.trust_region import ImportanceWeightedSurrogate, MeanKL, TrustRegionResult, trust_region_step
-from sb3_safemeta.common.validation import check_positive
+from sb3_safemeta.common.trust_region import ImportanceWeightedSurrogate, TrustRegionResult
 from sb3_safemeta.safe_meta_dual.meta_gradient import eq6_weights, penalised_advantages
 from sb3_safemeta.safe_meta_dual.policies import MlpPolicy
 
@@ -27,7 +32,7 @@ CRPO_RULES = ("any", "mean")
 META_GRADIENTS = ("alg4", "eq6")
 
 
-class SafeMetaDual(OnPolicyMetaAlgorithm):
+class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
     """
     Safe meta-policy training with the dual-method adaptation, from "Safe Meta-Reinforcement
     Learning via Dual-Method-Based Policy Adaptation: Near-Optimality and Anytime Safety Guarantee"
@@ -86,6 +91,9 @@ class SafeMetaDual(OnPolicyMetaAlgorithm):
     :param fit_scope: the parameters that represent pi^u in A^s (see :class:`~sb3_safemeta.SafeAdapter`):
         ``"actor"`` (all of the actor) or ``"head"`` (its last layer on the meta-policy's features, closed form)
     :param backtrack_steps: feasibility backtracking steps of A^s
+    :param dual_tol: relative tolerance of A^s's dual solve on the active constraints
+    :param normalize_advantage: divide the reward advantages by their standard deviation in A^s, so that lambda
+        is relative to the reward scale (the cost advantages are never rescaled)
     :param n_costs: number of cost channels (None: from the env or ``cost_limit``)
     :param stats_window_size: window size for the rollout logging
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -129,6 +137,8 @@ class SafeMetaDual(OnPolicyMetaAlgorithm):
         fit_steps: int = 20,
         fit_scope: str = "actor",
         backtrack_steps: int = 15,
+        dual_tol: float = 1e-3,
+        normalize_advantage: bool = True,
         n_costs: int | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
@@ -162,24 +172,24 @@ class SafeMetaDual(OnPolicyMetaAlgorithm):
             raise ValueError(f"crpo_rule must be one of {CRPO_RULES}, got {crpo_rule!r}")
         if meta_gradient not in META_GRADIENTS:
             raise ValueError(f"meta_gradient must be one of {META_GRADIENTS}, got {meta_gradient!r}")
-        self.lambda_ = lambda_
-        self.lambda_c = lambda_c
-        self.delta_c = delta_c
-        self.target_kl = check_positive(target_kl, "target_kl")
-        self.cg_max_steps = int(check_positive(cg_max_steps, "cg_max_steps"))
-        self.cg_damping = check_positive(cg_damping, "cg_damping", strict=False)
-        self.line_search_shrinking_factor = check_positive(line_search_shrinking_factor, "line_search_shrinking_factor")
-        self.line_search_max_iter = int(check_positive(line_search_max_iter, "line_search_max_iter"))
+        self._set_trust_region(target_kl, cg_max_steps, cg_damping, line_search_shrinking_factor, line_search_max_iter)
         self.crpo_rule = crpo_rule
         self.meta_gradient = meta_gradient
-        self.dual_solver = dual_solver
-        self.beta = check_positive(beta, "beta")
-        self.n_dual_steps = int(check_positive(n_dual_steps, "n_dual_steps"))
-        self.fit_steps = int(check_positive(fit_steps, "fit_steps"))
-        if fit_scope not in FIT_SCOPES:
-            raise ValueError(f"fit_scope must be one of {FIT_SCOPES}, got {fit_scope!r}")
-        self.fit_scope = fit_scope
-        self.backtrack_steps = int(check_positive(backtrack_steps, "backtrack_steps", strict=False))
+        self._set_adaptation_options(
+            AdaptationOptions(
+                lambda_=lambda_,
+                lambda_c=lambda_c,
+                delta_c=delta_c,
+                dual_solver=dual_solver,
+                beta=beta,
+                n_dual_steps=n_dual_steps,
+                fit_steps=fit_steps,
+                fit_scope=fit_scope,
+                backtrack_steps=backtrack_steps,
+                dual_tol=dual_tol,
+                normalize_advantage=normalize_advantage,
+            )
+        )
         # A^s results of the tasks adapted in the current meta-iteration, in the order of their adapted rollouts
         self.adaptations: list[ParametricAdaptResult] = []
         if _init_setup_model:
@@ -187,21 +197,19 @@ class SafeMetaDual(OnPolicyMetaAlgorithm):
 
     def _setup_model(self) -> None:
         super()._setup_model()
-        AdaptationParams.create(self.lambda_, self.lambda_c, self.cost_limit, self.delta_c, 0.5, self.n_costs)
+        self.adaptation.check_channels(self.n_costs)  # p is known only now
         # pi^tau of the task being adapted: same architecture, weights copied from phi per task
         self.adapted_policy = copy.deepcopy(self.policy)
-        self.critic_optimizer = self._critic_optimizer(self.policy)  # one set of critics, refit on every task
 
     def _meta_iteration(self, callback: BaseCallback) -> bool:
         """One meta-iteration (Algorithm 2 / 4, lines 2-13, over a batch). :return: False if a callback stopped training"""
-        start = time.time()
         tasks = self.sample_tasks(self.meta_batch_size)
         self._seed_iteration()
         # line 3: evaluate Jc(pi_phi) and the advantages with the meta-policy, on every task first, so that
         # no task is adapted (and rolled out again) in an iteration that ends with the cost step
         meta_rollouts: list[RolloutData] = []
         for task in tasks:
-            meta_rollout = self._collect(self.policy, task, callback, self.critic_optimizer)
+            meta_rollout = self._collect(self.policy, task, callback, self.policy.optimizer)
             if meta_rollout is None:
                 return False
             meta_rollouts.append(meta_rollout)
@@ -220,23 +228,10 @@ class SafeMetaDual(OnPolicyMetaAlgorithm):
             for i in feasible:
                 # line 5: A^s from phi on this task (Algorithm 3 on the meta-policy's data)
                 self.adapted_policy.load_state_dict(self.policy.state_dict())
-                result = adapt_on_rollout(
-                    self.adapted_policy,
-                    meta_rollouts[i],
-                    lambda_=self.lambda_,
-                    lambda_c=self.lambda_c,
-                    cost_limit=limits[i],
-                    delta_c=self.delta_c,
-                    dual_solver=self.dual_solver,
-                    beta=self.beta,
-                    n_dual_steps=self.n_dual_steps,
-                    fit_steps=self.fit_steps,
-                    fit_scope=self.fit_scope,
-                    backtrack_steps=self.backtrack_steps,
-                )
+                result = adapt_on_rollout(self.adapted_policy, meta_rollouts[i], self.adaptation, limits[i])
                 self.adaptations.append(result)
                 # line 6: data of the adapted policy pi^tau on the same task
-                adapted_rollout = self._collect(self.adapted_policy, tasks[i], callback, self.critic_optimizer)
+                adapted_rollout = self._collect(self.adapted_policy, tasks[i], callback, self.policy.optimizer)
                 if adapted_rollout is None:
                     return False
                 adapted_rollouts.append(adapted_rollout)
@@ -252,29 +247,12 @@ class SafeMetaDual(OnPolicyMetaAlgorithm):
         if adapted_rollouts:
             self.logger.record("meta/adaptation_kl", float(np.mean([result.kl for result in self.adaptations])))
             self.logger.record("meta/u_mean", float(np.mean([result.u for result in self.adaptations])))
-        self.logger.record("train/is_line_search_success", int(step.success))
-        self.logger.record("train/kl", step.kl)
-        self.logger.record("train/improvement", step.improvement)
-        self.logger.record("train/gradient_norm", step.gradient_norm)
-        self.logger.record("time/meta_iteration_seconds", time.time() - start)
-        self._n_updates += 1
+        self._record_trust_region_step(step)
         return True
 
     def _samples(self, rollout: RolloutData, weights: np.ndarray) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         batch = rollout.to_batch(self.device)
         return batch.observations, batch.actions, th.as_tensor(weights, device=self.device)
-
-    def _step(self, surrogate: ImportanceWeightedSurrogate, meta_rollouts: list[RolloutData]) -> TrustRegionResult:
-        return trust_region_step(
-            self.policy.actor_parameters(),  # type: ignore[operator]
-            surrogate,
-            MeanKL(self.policy, self._trust_region_states(meta_rollouts)),
-            max_kl=self.target_kl,
-            cg_max_steps=self.cg_max_steps,
-            cg_damping=self.cg_damping,
-            shrinking_factor=self.line_search_shrinking_factor,
-            max_backtracks=self.line_search_max_iter,
-        )
 
     def _meta_step(self, adapted_rollouts: list[RolloutData], meta_rollouts: list[RolloutData]) -> TrustRegionResult:
         """
@@ -292,7 +270,7 @@ class SafeMetaDual(OnPolicyMetaAlgorithm):
         else:
             weights = [rollout.advantages for rollout in adapted_rollouts]
         samples = [self._samples(rollout, w.astype(np.float32)) for rollout, w in zip(adapted_rollouts, weights, strict=True)]
-        return self._step(ImportanceWeightedSurrogate(self.policy, samples, sign=1.0), meta_rollouts)
+        return self._trust_region_step(ImportanceWeightedSurrogate(self.policy, samples, sign=1.0), meta_rollouts)
 
     def _eq6_weights(self, rollout: RolloutData, adaptation: ParametricAdaptResult) -> np.ndarray:
         """
@@ -313,7 +291,7 @@ class SafeMetaDual(OnPolicyMetaAlgorithm):
     def _cost_step(self, violating: list[tuple[RolloutData, int]], meta_rollouts: list[RolloutData]) -> TrustRegionResult:
         """Algorithm 2 lines 10-12: TRPO descent on the violated cost of each violating task."""
         samples = [self._samples(rollout, rollout.cost_advantages[:, channel]) for rollout, channel in violating]
-        return self._step(ImportanceWeightedSurrogate(self.policy, samples, sign=-1.0), meta_rollouts)
+        return self._trust_region_step(ImportanceWeightedSurrogate(self.policy, samples, sign=-1.0), meta_rollouts)
 
     # ------------------------------------------------------------------ meta-test
     def meta_test(
@@ -345,18 +323,10 @@ class SafeMetaDual(OnPolicyMetaAlgorithm):
         tasks = tasks if tasks is not None else self.sample_tasks(n_tasks, seed=seed)
         kwargs = dict(
             cost_limit=self.cost_limit,
-            lambda_=self.lambda_,
-            lambda_c=self.lambda_c,
-            delta_c=self.delta_c,
+            **self.adaptation.as_dict(),
             n_steps=self.n_steps,
             gamma=self.gamma,
             advantage_estimator=self.advantage_estimator,
-            dual_solver=self.dual_solver,
-            beta=self.beta,
-            n_dual_steps=self.n_dual_steps,
-            fit_steps=self.fit_steps,
-            fit_scope=self.fit_scope,
-            backtrack_steps=self.backtrack_steps,
             policy_kwargs=self.policy_kwargs,
             seed=self.seed,
             device=self.device,
@@ -375,6 +345,3 @@ class SafeMetaDual(OnPolicyMetaAlgorithm):
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "adapted_policy", "adaptations"]
-
-    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
-        return ["policy", "critic_optimizer"], []

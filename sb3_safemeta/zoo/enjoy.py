@@ -23,7 +23,7 @@ from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_safemeta.common.evaluation import evaluate_policy_cost
 from sb3_safemeta.safe_meta_dual import SafeMetaDual
-from sb3_safemeta.zoo.registration import SAFEMETA_ALGOS
+from sb3_safemeta.zoo.algos import SAFEMETA_ALGOS
 
 
 def latest_experiment_with_model(folder: str, algo: str, env_name: EnvironmentName, load_best: bool = False) -> int:

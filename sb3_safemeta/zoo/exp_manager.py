@@ -43,7 +43,7 @@ from rl_zoo3.utils import ALGOS
 from stable_baselines3.common.callbacks import BaseCallback
 
 from sb3_safemeta.common.evaluation import evaluate_policy_cost
-from sb3_safemeta.zoo.registration import SAFEMETA_ALGOS, finish_deferred_registration, hyperparams_path
+from sb3_safemeta.zoo.algos import SAFEMETA_ALGOS, hyperparams_path
 
 # paper Section 5.1 / Appendix D.2: 20 unseen tasks, 20 adaptation steps each
 DEFAULT_META_TEST_KWARGS = {"n_tasks": 20, "n_adapt_steps": 20}
@@ -273,5 +273,21 @@ class SafeMetaExperimentManager(ExperimentManager):
             print(f"Writing report to {log_path}")
 
 
-# when this module was imported before rl_zoo3.exp_manager (the startup hook fired while it was loading)
-finish_deferred_registration()
+def install_experiment_manager() -> None:
+    """
+    Make rl-zoo3 use :class:`SafeMetaExperimentManager` (idempotent). ``rl_zoo3.train`` / ``enjoy`` do
+    ``from rl_zoo3.exp_manager import ExperimentManager``: the ones imported later get the subclass from the
+    module, the ones already imported are rebound. It behaves exactly like rl-zoo3's for every other algorithm.
+    """
+    # from sys.modules: the startup hook calls this while rl_zoo3.exp_manager is not yet bound on rl_zoo3
+    zoo_module = sys.modules["rl_zoo3.exp_manager"]
+    if not issubclass(zoo_module.ExperimentManager, SafeMetaExperimentManager):
+        zoo_module.ExperimentManager = SafeMetaExperimentManager  # type: ignore[attr-defined]
+    for name in ("rl_zoo3.train", "rl_zoo3.enjoy"):
+        module = sys.modules.get(name)
+        if module is not None and hasattr(module, "ExperimentManager"):
+            module.ExperimentManager = SafeMetaExperimentManager  # type: ignore[attr-defined]
+
+
+# this module may have been imported before the startup hook could install the manager (see registration.py)
+install_experiment_manager()

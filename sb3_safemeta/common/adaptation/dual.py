@@ -36,6 +36,7 @@ import scipy.optimize
 from sb3_safemeta.common.validation import as_cost_vector, check_positive
 
 __all__ = [
+    "DUAL_SOLVERS",
     "AdaptationParams",
     "DualSolution",
     "adaptation_temperature",
@@ -47,6 +48,9 @@ __all__ = [
     "projected_newton",
     "solve_dual",
 ]
+
+# dual_solver values of the parametric adaptation (see solve_dual)
+DUAL_SOLVERS = ("auto", "bisection", "newton", "pgd")
 
 
 @dataclass(frozen=True)
@@ -272,7 +276,7 @@ def solve_dual(
         return bisection(fitted_surrogate, params, n_steps, u0, tol, u_scale)
     if dual_solver == "newton":
         return projected_newton(fitted_surrogate, params, n_costs, n_steps, u0, tol)
-    raise ValueError(f"dual_solver must be 'auto', 'newton', 'pgd' or 'bisection', got {dual_solver!r}")
+    raise ValueError(f"dual_solver must be one of {DUAL_SOLVERS}, got {dual_solver!r}")
 
 
 def bisection(

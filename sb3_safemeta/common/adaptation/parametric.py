@@ -46,13 +46,12 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from sb3_safemeta.common.adaptation.batch import AdaptationBatch
 from sb3_safemeta.common.adaptation.dual import AdaptationParams, adaptation_temperature, solve_dual
 from sb3_safemeta.common.adaptation.head_fit import actor_latent, fit_head
+from sb3_safemeta.common.adaptation.options import FIT_SCOPES, AdaptationOptions
 
 if TYPE_CHECKING:
     from sb3_safemeta.common.rollout_data import RolloutData
 
-__all__ = ["FIT_SCOPES", "ParametricAdaptResult", "adapt_on_rollout", "parametric_safe_adapt"]
-
-FIT_SCOPES = ("actor", "head")
+__all__ = ["ParametricAdaptResult", "adapt_on_rollout", "parametric_safe_adapt"]
 _BACKTRACK_FACTOR = 0.8
 _RELATIVE_TOLERANCE = 1e-4
 # cost advantages whose spread is below this fraction of the reward advantages' are round-off, not a signal
@@ -348,12 +347,9 @@ def _multiplier_scale(batch: AdaptationBatch, params: AdaptationParams) -> float
 def adapt_on_rollout(
     policy: Any,
     rollout: RolloutData,
-    lambda_: float,
-    lambda_c: Any,
+    options: AdaptationOptions,
     cost_limit: Any,
-    delta_c: Any = 0.0,
-    normalize_advantage: bool = True,
-    **solver_kwargs: Any,
+    u0: np.ndarray | None = None,
 ) -> ParametricAdaptResult:
     """
     A^s in episode units on an SB3 cost policy, from a rollout of that policy: the surrogate uses
@@ -362,19 +358,16 @@ def adapt_on_rollout(
 
     :param policy: a policy with ``actor_parameters()`` and ``get_distribution`` (pi_phi on entry, pi^u* on return)
     :param rollout: data collected with ``policy`` on one task
-    :param lambda_: lambda
-    :param lambda_c: lambda_c (float or per channel)
+    :param options: lambda, lambda_c, delta and the solver settings of the step
     :param cost_limit: d in episode units (float or per channel)
-    :param delta_c: delta (float or per channel)
-    :param normalize_advantage: divide the reward advantages by their standard deviation, so that
-        lambda is relative to the reward scale (the same problem (1) with lambda * std(A)); the cost
-        advantages are never rescaled, the constraints stay in cost units
-    :param solver_kwargs: forwarded to :func:`parametric_safe_adapt`
+    :param u0: warm start of the multipliers (e.g. the previous step's u*)
     :return: the result of the step
     """
     horizon = rollout.horizon
     n_costs = rollout.cost_advantages.shape[1]
-    params = AdaptationParams.create(lambda_, lambda_c, cost_limit, delta_c, 1.0 - 1.0 / horizon, n_costs)
+    params = AdaptationParams.create(
+        options.lambda_, options.lambda_c, cost_limit, options.delta_c, 1.0 - 1.0 / horizon, n_costs
+    )
     batch = rollout.to_batch(policy.device)
     # Centre both advantages: E_{pi_phi}[A] = E_{pi_phi}[A_c] = 0 for the true advantages, but estimates
     # (Monte-Carlo returns minus a fitted baseline, GAE) have a sample mean, and since the fitted pi^u raises
@@ -382,7 +375,7 @@ def adapt_on_rollout(
     # H * c * (E[ratio] - 1) to the surrogate cost. pi^u is unchanged (a constant shift cancels in eq. (3)).
     batch.advantages = batch.advantages - batch.advantages.mean()
     batch.cost_advantages = batch.cost_advantages - batch.cost_advantages.mean(dim=0)
-    if normalize_advantage:
+    if options.normalize_advantage:
         batch.advantages = batch.advantages / (batch.advantages.std() + 1e-8)
     return parametric_safe_adapt(
         policy,
@@ -391,5 +384,6 @@ def adapt_on_rollout(
         rollout.episode_cost,
         params,
         horizon,
-        **solver_kwargs,
+        u0=u0,
+        **options.solver_kwargs(),
     )

@@ -1,0 +1,123 @@
+"""
+The hyper-parameters of one safe adaptation step A^s (problem (1), Algorithm 3), validated in one place.
+
+``SafeAdapter`` (every step of ``learn``), ``SafeMetaDual`` (line 5 of Algorithms 2/4 in meta-training) and
+``SafeMetaDual.meta_test`` (the chain of Section 5.1) run the same A^s. They keep SB3's flat constructor
+arguments (``lambda_``, ``lambda_c``, ...; saved in the zip like any hyper-parameter) and read them through
+:class:`SafeAdaptationMixin.adaptation`, an :class:`AdaptationOptions` built from those attributes, so that
+the checks, the defaults and the list of arguments exist once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sb3_safemeta.common.adaptation.dual import DUAL_SOLVERS
+from sb3_safemeta.common.validation import as_cost_vector, check_positive
+
+__all__ = ["FIT_SCOPES", "AdaptationOptions", "SafeAdaptationMixin"]
+
+FIT_SCOPES = ("actor", "head")
+
+
+@dataclass(frozen=True)
+class AdaptationOptions:
+    """
+    Everything that defines one A^s step except the data, the cost limit d and the warm start of u.
+
+    :param lambda_: KL weight lambda of the objective of problem (1) (> 0)
+    :param lambda_c: KL weight lambda_c of each constraint (>= 0), float or per channel
+    :param delta_c: allowable violation delta of each constraint (>= 0), float or per channel; 0 is strict
+        anytime safety
+    :param dual_solver: ``"auto"``, ``"bisection"``, ``"newton"`` or ``"pgd"`` (Algorithm 1)
+    :param beta: PGD step size; used by ``"pgd"`` only
+    :param n_dual_steps: maximum dual iterations per step (each is one fit of pi^u)
+    :param fit_steps: L-BFGS iterations per fit of pi^u
+    :param fit_scope: ``"actor"`` (all actor parameters, Appendix E.2) or ``"head"`` (its last layer)
+    :param backtrack_steps: feasibility backtracking steps after the dual solve (0 disables)
+    :param dual_tol: relative tolerance of the dual solve on the active constraints
+    :param normalize_advantage: divide the reward advantages by their standard deviation (lambda is then
+        relative to the reward scale); the cost advantages are never rescaled
+    """
+
+    lambda_: float = 1.0
+    lambda_c: float | list[float] | np.ndarray = 1.0
+    delta_c: float | list[float] | np.ndarray = 0.0
+    dual_solver: str = "auto"
+    beta: float = 1.0
+    n_dual_steps: int = 20
+    fit_steps: int = 25
+    fit_scope: str = "actor"
+    backtrack_steps: int = 15
+    dual_tol: float = 1e-3
+    normalize_advantage: bool = True
+
+    def __post_init__(self) -> None:
+        check_positive(self.lambda_, "lambda_")
+        if self.dual_solver not in DUAL_SOLVERS:
+            raise ValueError(f"dual_solver must be one of {DUAL_SOLVERS}, got {self.dual_solver!r}")
+        if self.fit_scope not in FIT_SCOPES:
+            raise ValueError(f"fit_scope must be one of {FIT_SCOPES}, got {self.fit_scope!r}")
+        check_positive(self.beta, "beta")
+        check_positive(self.dual_tol, "dual_tol")
+        for name in ("n_dual_steps", "fit_steps", "backtrack_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"{name} must be an integer, got {value!r}")
+            check_positive(float(value), name, strict=name != "backtrack_steps")
+        for name in ("lambda_c", "delta_c"):  # the shape is checked against p by check_channels
+            as_cost_vector(getattr(self, name), np.size(getattr(self, name)), name, allow_negative=False)
+
+    def check_channels(self, n_costs: int) -> None:
+        """Check that ``lambda_c`` and ``delta_c`` are scalars or have one entry per cost channel (p = ``n_costs``)."""
+        as_cost_vector(self.lambda_c, n_costs, "lambda_c", allow_negative=False)
+        as_cost_vector(self.delta_c, n_costs, "delta_c", allow_negative=False)
+
+    def solver_kwargs(self) -> dict[str, Any]:
+        """:return: the arguments of :func:`~sb3_safemeta.common.adaptation.parametric.parametric_safe_adapt`"""
+        return {
+            "dual_solver": self.dual_solver,
+            "beta": self.beta,
+            "n_dual_steps": self.n_dual_steps,
+            "fit_steps": self.fit_steps,
+            "fit_scope": self.fit_scope,
+            "backtrack_steps": self.backtrack_steps,
+            "dual_tol": self.dual_tol,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        """:return: the options as constructor arguments of ``SafeAdapter`` (and ``SafeMetaDual``)"""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
+
+class SafeAdaptationMixin:
+    """
+    For the algorithms that run A^s: they store the fields of :class:`AdaptationOptions` as attributes (the
+    SB3 way: constructor arguments, saved in the zip) and read them back, validated, as ``self.adaptation``.
+    """
+
+    lambda_: float
+    lambda_c: float | list[float] | np.ndarray
+    delta_c: float | list[float] | np.ndarray
+    dual_solver: str
+    beta: float
+    n_dual_steps: int
+    fit_steps: int
+    fit_scope: str
+    backtrack_steps: int
+    dual_tol: float
+    normalize_advantage: bool
+
+    def _set_adaptation_options(self, options: AdaptationOptions) -> None:
+        """Store validated options as attributes (``self.lambda_``, ``self.lambda_c``, ...)."""
+        for name, value in options.as_dict().items():
+            setattr(self, name, value)
+
+    @property
+    def adaptation(self) -> AdaptationOptions:
+        """The A^s options from the current attributes (validated again: a user may have changed one)."""
+        return AdaptationOptions(**{field.name: getattr(self, field.name) for field in dataclasses.fields(AdaptationOptions)})
