@@ -15,7 +15,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import FlattenExtractor
 
 from sb3_safemeta.common.adaptation.batch import AdaptationBatch
-from sb3_safemeta.tabular import TabularCMDP, softmax_policy
+from sb3_safemeta.tabular import TabularCMDP, TabularTaskFamily, softmax_policy
 
 
 class DoubleFlatten(FlattenExtractor):
@@ -71,6 +71,24 @@ def probabilities(flat: np.ndarray, n_states: int, n_actions: int) -> np.ndarray
     return softmax_policy(weight.T + bias)
 
 
+def exact_fisher(policy: np.ndarray) -> np.ndarray:
+    """
+    Hessian in (W, b) of the mean over states of KL(pi(.|s) || pi_(W,b)(.|s)) at pi, for a :func:`tabular_policy`
+    with action probabilities ``policy`` (S, A): mean_s J_s^T (diag p_s - p_s p_s^T) J_s, J_s = d logits(s, .) / d (W, b).
+    """
+    n_states, n_actions = policy.shape
+    n_parameters = n_actions * n_states + n_actions
+    fisher = np.zeros((n_parameters, n_parameters))
+    for state in range(n_states):
+        jacobian = np.zeros((n_actions, n_parameters))
+        for action in range(n_actions):
+            jacobian[action, action * n_states + state] = 1.0
+            jacobian[action, n_actions * n_states + action] = 1.0
+        p = policy[state]
+        fisher += jacobian.T @ (np.diag(p) - np.outer(p, p)) @ jacobian / n_states
+    return fisher
+
+
 def all_pairs(n_states: int, n_actions: int, dtype: th.dtype = th.float32) -> tuple[th.Tensor, th.Tensor]:
     """:return: every (s, a) pair once, s-major: one-hot observations (S A, S) and actions (S A,)"""
     observations = th.as_tensor(np.repeat(np.eye(n_states), n_actions, axis=0), dtype=dtype)
@@ -106,3 +124,46 @@ def central_differences(function: Callable[[np.ndarray], float], x: np.ndarray, 
         shift[index] = h
         gradient[index] = (function(x + shift) - function(x - shift)) / (2 * h)
     return gradient
+
+
+class TabularTaskEnv(gym.Env):
+    """
+    A :class:`~sb3_safemeta.tabular.TabularTaskFamily` as a task environment (the protocol of
+    :mod:`sb3_safemeta.common.tasks`): one-hot states, the task's reward, ``info["cost"]`` the task's costs,
+    episodes of ``horizon`` steps from rho.
+
+    :param family: the task family
+    :param horizon: episode length
+    """
+
+    def __init__(self, family: TabularTaskFamily, horizon: int = 20) -> None:
+        super().__init__()
+        self.family, self.horizon = family, int(horizon)
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (family.n_states,), dtype=np.float32)
+        self.action_space = gym.spaces.Discrete(family.n_actions)
+        self._task = family.sample_tasks(1, seed=0)[0]
+        self._state, self._t = 0, 0
+
+    def sample_tasks(self, n_tasks: int, seed: int | None = None) -> list[dict]:
+        return self.family.sample_tasks(n_tasks, seed=seed)
+
+    def set_task(self, task: dict) -> None:
+        self._task = task
+
+    def get_task(self) -> dict:
+        return self._task
+
+    def _observation(self) -> np.ndarray:
+        return np.eye(self.family.n_states, dtype=np.float32)[self._state]
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._state, self._t = int(self.np_random.choice(self.family.n_states, p=self.family.rho)), 0
+        return self._observation(), {}
+
+    def step(self, action):
+        state, action = self._state, int(action)
+        reward, cost = float(self._task["r"][state, action]), self._task["c"][:, state, action].astype(np.float64)
+        self._state = int(self.np_random.choice(self.family.n_states, p=self.family.P[state, action]))
+        self._t += 1
+        return self._observation(), reward, False, self._t >= self.horizon, {"cost": cost}

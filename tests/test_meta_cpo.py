@@ -19,7 +19,15 @@ from meta_helpers import (
 )
 from scipy.optimize import minimize
 from stable_baselines3.common.policies import ActorCriticPolicy
-from tabular_helpers import all_pairs, central_differences, flat_parameters, flatten, probabilities, random_tabular_policy
+from tabular_helpers import (
+    all_pairs,
+    central_differences,
+    exact_fisher,
+    flat_parameters,
+    flatten,
+    probabilities,
+    random_tabular_policy,
+)
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 import sb3_safemeta.envs  # noqa: F401
@@ -142,20 +150,6 @@ TABULAR_KL = 0.05
 META_KL = 0.5  # a large inner step, so that its Jacobian differs clearly from the identity
 
 
-def exact_fisher(flat: np.ndarray) -> np.ndarray:
-    """Hessian of the mean over states of KL(pi_flat(.|s) || pi(.|s)) in (W, b): sum_s J_s^T (diag p_s - p_s p_s^T) J_s / S."""
-    policy = probabilities(flat, N_STATES, N_ACTIONS)
-    fisher = np.zeros((len(flat), len(flat)))
-    for state in range(N_STATES):
-        jacobian = np.zeros((N_ACTIONS, len(flat)))  # d logits[s, :] / d (W, b)
-        for action in range(N_ACTIONS):
-            jacobian[action, action * N_STATES + state] = 1.0
-            jacobian[action, N_ACTIONS * N_STATES + action] = 1.0
-        p = policy[state]
-        fisher += jacobian.T @ (np.diag(p) - np.outer(p, p)) @ jacobian / N_STATES
-    return fisher
-
-
 def exact_data(cmdp: TabularCMDP, policy: np.ndarray, cost_limit: float) -> CPOData:
     """Every (s, a) pair once with weights nu(s) pi(a|s): exact expectations; H = 1 / (1 - gamma), c = Jc - d."""
     evaluation = cmdp.evaluate(policy)
@@ -181,7 +175,7 @@ def tabular_case(
     flat = flat_parameters(policy)
     g = central_differences(lambda x: cmdp.J(probabilities(x, N_STATES, N_ACTIONS)), flat)
     b = central_differences(lambda x: cmdp.Jc(probabilities(x, N_STATES, N_ACTIONS))[0], flat)
-    fisher = exact_fisher(flat) + 0.1 * np.eye(len(flat))
+    fisher = exact_fisher(probabilities(flat, N_STATES, N_ACTIONS)) + 0.1 * np.eye(len(flat))
     s = b @ np.linalg.solve(fisher, b)
     jc = cmdp.Jc(probabilities(flat, N_STATES, N_ACTIONS))[0]
     kl_only_step = np.sqrt(2 * max_kl / (g @ np.linalg.solve(fisher, g))) * np.linalg.solve(fisher, g)
