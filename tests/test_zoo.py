@@ -45,8 +45,6 @@ def hook_installed() -> None:
 
 
 def test_hook_file_and_hyperparams_files() -> None:
-    # the .pth shipped at the root of the wheel is the one install_hook writes for editable installs
-    assert (REPO / install_hook.PTH_NAME).read_text() == install_hook.PTH_LINE
     table2 = {  # paper Table 2: lambda = lambda_c, d, delta
         "SafeMetaHalfCheetahVel-v0": (1.0, 10.0),
         "SafeMetaHumanoidDir-v0": (5.0, 20.0),
@@ -244,10 +242,9 @@ def test_wheel_ships_hook_and_hyperparams(tmp_path: pathlib.Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     (wheel,) = tmp_path.glob("sb3_safemeta-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert install_hook.PTH_NAME in names  # root of the wheel: installed into site-packages
+    assert install_hook.PTH_NAME not in names  # the startup hook is opt-in (install_hook install), never shipped
     assert "sb3_safemeta/zoo/_startup.py" in names
     assert any(name.endswith("data/share/sb3_safemeta/hyperparams/safemeta.yml") for name in names)
-    assert zipfile.ZipFile(wheel).read(install_hook.PTH_NAME).decode() == install_hook.PTH_LINE
 
 
 def test_rl_zoo3_enjoy_imports() -> None:
@@ -255,3 +252,50 @@ def test_rl_zoo3_enjoy_imports() -> None:
     import importlib
 
     importlib.import_module("rl_zoo3.enjoy")
+
+
+def _startup_hook_ran(site_dir: pathlib.Path, env: dict[str, str]) -> bool:
+    """
+    Run a fresh interpreter that processes ``site_dir``'s .pth files, then imports rl-zoo3.
+
+    :return: whether the hook registered ``safemeta`` (it must not have read its file before rl-zoo3 was imported)
+    """
+    code = (
+        f"import site, sys; site.addsitedir({str(site_dir)!r}); assert '{install_hook.STARTUP_MODULE}' not in sys.modules; "
+        "import rl_zoo3.utils; print('safemeta' in rl_zoo3.utils.ALGOS)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    return result.stdout.strip() == "True"
+
+
+def test_startup_hook_opt_out_and_no_code_from_pythonpath(tmp_path: pathlib.Path) -> None:
+    """
+    The .pth line honours SB3_SAFEMETA_NO_ZOO_HOOK before reading any file, and executes only the _startup.py of the
+    installed package (its absolute path is in the line): an sb3_safemeta/zoo/_startup.py planted in a directory on
+    PYTHONPATH is never executed.
+    """
+    site_dir = tmp_path / "site"
+    site_dir.mkdir()
+    install_hook.install(site_dir)
+    assert install_hook.is_installed(site_dir)
+    assert repr(str(install_hook.startup_path())) in (site_dir / install_hook.PTH_NAME).read_text()
+    env = {key: value for key, value in os.environ.items() if key not in ("SB3_SAFEMETA_NO_ZOO_HOOK", "PYTHONPATH")}
+    assert _startup_hook_ran(site_dir, env)
+    assert not _startup_hook_ran(site_dir, {**env, "SB3_SAFEMETA_NO_ZOO_HOOK": "1"})
+
+    planted = tmp_path / "planted" / "sb3_safemeta" / "zoo"
+    planted.mkdir(parents=True)
+    (planted.parent / "__init__.py").write_text("")
+    marker = tmp_path / "planted_code_ran"
+    (planted / "_startup.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    assert _startup_hook_ran(site_dir, {**env, "PYTHONPATH": str(tmp_path / "planted")})
+    assert not marker.exists()
+
+
+def test_startup_file_imports_nothing_at_start() -> None:
+    """_startup.py imports only sys (already loaded at start-up): no importlib.abc, no sb3_safemeta, no rl-zoo3."""
+    import ast
+
+    tree = ast.parse(install_hook.startup_path().read_text())
+    top_level = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    assert [alias.name for node in top_level for alias in node.names] == ["sys"]

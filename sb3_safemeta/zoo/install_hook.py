@@ -3,32 +3,65 @@ Install, remove or inspect the startup hook that lets ``python -m rl_zoo3.train 
 
     python -m sb3_safemeta.zoo.install_hook [install|uninstall|status] [--site-dir DIR]
 
-A regular install (``pip install sb3_safemeta`` or a wheel) ships ``sb3_safemeta_zoo.pth`` at the root
-of the wheel, so pip puts it into site-packages and removes it on uninstall. Setuptools' editable
-installs (``pip install -e .``) cannot install a ``.pth`` file of the project's own (their wheel only
-holds setuptools' ``__editable__`` finder), so ``scripts/install.sh`` runs ``install`` after
-``pip install -e``. The file is the same in both cases: one line that loads
-``sb3_safemeta/zoo/_startup.py`` by path if ``sb3_safemeta`` can be found, and does nothing otherwise.
+rl-zoo3 has no plugin mechanism, so the literal ``python -m rl_zoo3.train --algo safemeta`` needs code that
+runs at interpreter start-up: a ``.pth`` line in site-packages. It is opt-in, written only by ``install``
+(``scripts/install.sh`` runs it, since it installs the ``zoo`` extra); without it, use the launcher
+``python -m sb3_safemeta.zoo.train`` (or ``sb3-safemeta-zoo-train``), rl-zoo3's documented pattern.
+
+The line is cheap and safe: it reads ``SB3_SAFEMETA_NO_ZOO_HOOK`` first (``os`` and ``sys`` are already loaded
+at that point, so nothing is imported), then inserts a finder that reads no file at start-up; only when a
+watched rl-zoo3 module is imported does it execute ``_startup.py``, by the absolute path of THIS installed
+package, fixed when the line is written, never a file found on ``sys.path`` (a writable directory on
+``PYTHONPATH`` must not become code that every Python process runs). If the package is removed, the line finds
+no file and does nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import pathlib
 import sysconfig
 
 PTH_NAME = "sb3_safemeta_zoo.pth"
 
-# One line (site.py executes .pth lines that start with "import"): find sb3_safemeta without importing
-# it, load zoo/_startup.py from it as a standalone module (it appends a meta-path finder, nothing else).
-PTH_LINE = (
-    "import importlib.util as u, os, sys; "
-    "s = u.find_spec('sb3_safemeta'); "
-    "p = s and s.submodule_search_locations and os.path.join(list(s.submodule_search_locations)[0], 'zoo', '_startup.py'); "
-    "h = p and os.path.isfile(p) and '_sb3_safemeta_zoo_startup' not in sys.modules "
-    "and u.spec_from_file_location('_sb3_safemeta_zoo_startup', p); "
-    "h and h.loader.exec_module(sys.modules.setdefault(h.name, u.module_from_spec(h)))\n"
-)
+STARTUP_MODULE = "_sb3_safemeta_zoo_startup"
+OPT_OUT = "SB3_SAFEMETA_NO_ZOO_HOOK"
+
+
+def startup_path() -> pathlib.Path:
+    """:return: the absolute path of this installed package's ``zoo/_startup.py``"""
+    return pathlib.Path(__file__).resolve().with_name("_startup.py")
+
+
+def pth_line(startup: pathlib.Path | None = None) -> str:
+    """
+    The one line of ``sb3_safemeta_zoo.pth`` (site.py executes lines that start with ``import``). Unless opted out,
+    it inserts a finder built with ``type()`` that reads no file: for the watched rl-zoo3 modules only, it executes
+    ``startup`` once (by its absolute path) and hands the lookup to its ``FINDER``; for every other import it
+    answers None after one tuple lookup.
+
+    :param startup: the file to execute (default: :func:`startup_path`)
+    :return: the line
+    """
+    path = str(startup or startup_path())
+    watched = ("rl_zoo3.utils", "rl_zoo3.hyperparams_opt", "rl_zoo3.exp_manager")
+    load = (
+        # the lambda runs later, with site.py's globals: it names sys through __import__ (a dict lookup, sys is loaded)
+        f"(__import__('sys').modules.get({STARTUP_MODULE!r}) or (lambda m, f: (exec(compile(f.read(), {path!r}, 'exec'), "
+        f"m.__dict__), f.close(), m)[2])(__import__('sys').modules.setdefault({STARTUP_MODULE!r}, "
+        f"type(__import__('sys'))({STARTUP_MODULE!r})), open({path!r}, 'rb')))"
+    )
+    find_spec = (
+        f"lambda self, name, path=None, target=None: {load}.FINDER.find_spec(name, path, target) "
+        f"if name in {watched!r} else None"
+    )
+    return (
+        f"import os, sys; os.environ.get({OPT_OUT!r}) or not os.path.isfile({path!r}) "
+        "or any(getattr(f, 'sb3_safemeta_zoo_hook', False) for f in sys.meta_path) "
+        "or sys.meta_path.insert(0, type('Sb3SafemetaZooHook', (), "
+        f"{{'sb3_safemeta_zoo_hook': True, 'find_spec': {find_spec}}})())\n"
+    )
 
 
 def site_dir() -> pathlib.Path:
@@ -39,7 +72,7 @@ def site_dir() -> pathlib.Path:
 def install(directory: pathlib.Path | None = None) -> pathlib.Path:
     """Write ``sb3_safemeta_zoo.pth`` into ``directory`` (default: this interpreter's site-packages)."""
     path = (directory or site_dir()) / PTH_NAME
-    path.write_text(PTH_LINE)
+    path.write_text(pth_line())
     return path
 
 
@@ -50,10 +83,27 @@ def uninstall(directory: pathlib.Path | None = None) -> pathlib.Path:
     return path
 
 
-def is_installed(directory: pathlib.Path | None = None) -> bool:
-    """:return: whether the hook file is present and current"""
+def installed_startup(directory: pathlib.Path | None = None) -> pathlib.Path | None:
+    """:return: the ``_startup.py`` that the hook file in ``directory`` executes, if the file is a current hook line"""
     path = (directory or site_dir()) / PTH_NAME
-    return path.is_file() and path.read_text() == PTH_LINE
+    if not path.is_file():
+        return None
+    content = path.read_text()
+    for candidate in _string_literals(content):
+        if candidate.endswith("_startup.py") and content == pth_line(pathlib.Path(candidate)):
+            return pathlib.Path(candidate)
+    return None
+
+
+def _string_literals(line: str) -> list[str]:
+    """:return: the string constants of a Python line (the hook line is valid Python)"""
+    return [node.value for node in ast.walk(ast.parse(line)) if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+
+
+def is_installed(directory: pathlib.Path | None = None) -> bool:
+    """:return: whether a current hook line is in ``directory`` and the file it runs exists (any checkout)"""
+    startup = installed_startup(directory)
+    return startup is not None and startup.is_file()
 
 
 def main(argv: list[str] | None = None) -> None:
