@@ -192,3 +192,75 @@ def test_meta_test_report_carries_the_independent_evaluation(tmp_path):
     assert loaded.n_eval_episodes == 20 and loaded.certified_fraction == 0.5
     assert "eval_max_cost" in (tmp_path / "report.csv").read_text().splitlines()[0]
     report.plot(tmp_path / "report.png")
+
+
+def _rare_hazard_step(seed: int, cost_confidence, n_steps: int = 500, **kwargs):
+    """
+    One A^s step on RareHazardEnv from N(0, 1) (hazard probability 1 - Phi(2.5) = 0.0062, d = 0.05): 8 x 500
+    one-step episodes, lambda_c = 0.02 (a large step is allowed by the KL term, so the cost model decides).
+    :return: (exact episode cost of the adapted policy, its mean action, the step's result)
+    """
+    import scipy.stats
+    from hand_made_envs import RareHazardEnv
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from sb3_safemeta.safe_adapter import SafeAdapter
+
+    env = make_vec_env(RareHazardEnv, n_envs=8, seed=seed)
+    model = SafeAdapter(
+        "MlpPolicy", env, cost_limit=0.05, lambda_=1.0, lambda_c=0.02, n_steps=n_steps, advantage_estimator="mc",
+        fit_scope="head", seed=seed, cost_confidence=cost_confidence, **kwargs,
+    )  # fmt: skip
+    with th.no_grad():
+        model.policy.action_net.weight.zero_()
+        model.policy.action_net.bias.zero_()
+        model.policy.log_std.zero_()
+    chain = model.adaptation_chain(0)
+    rollout = next(chain)
+    for _ in chain:
+        pass
+    result = model.adapt(rollout)
+    with th.no_grad():
+        distribution = model.policy.get_distribution(th.zeros(1, 1)).distribution
+        mean, std = float(distribution.mean[0, 0]), float(distribution.stddev[0, 0])
+    return 1.0 - scipy.stats.norm.cdf((RareHazardEnv.threshold - mean) / std), mean, result
+
+
+def test_margin_constrains_the_upper_bound_of_the_start_cost():
+    """With cost_confidence the constraint uses the DKW bound of Jc(pi_phi) (R = 1, one-step episodes)."""
+    from sb3_safemeta.common.adaptation.confidence import episode_cost_upper_bound
+
+    cost, mean, result = _rare_hazard_step(0, 0.9)
+    assert not result.held and not result.recovery and mean > 0.3  # it moves (toward the reward)
+    assert result.start_cost is not None and result.start_cost[0] > 0.0062
+    # n = 4000 episodes: eps = sqrt(ln 10 / 8000) = 0.017 over the rollout's own estimate
+    assert result.start_cost[0] >= np.sqrt(np.log(10.0) / 8000.0)
+    assert cost <= 0.05
+    _ = episode_cost_upper_bound  # the bound the docstring names
+
+
+@pytest.mark.expensive
+def test_margin_keeps_violations_at_most_the_stated_level_on_a_rare_hazard():
+    """
+    The issue's oracle: a hazard met with the known probability 0.0062 per episode by the start, d = 0.05, the
+    exact cost of every adapted policy in closed form. Over 16 independent steps, the plain A^s (the rollout's
+    mean as Jc(pi_phi)) crosses d on some (2 of 12 when measured: it aims at the estimated bound itself); with the
+    margin at confidence 0.9 the violation frequency must be at most 0.1 (here: at most 1 of 16), and the steps
+    still move (a held or frozen step is not the answer).
+    """
+    plain = [_rare_hazard_step(seed, None) for seed in range(16)]
+    margin = [_rare_hazard_step(seed, 0.9) for seed in range(16)]
+    assert sum(cost > 0.05 for cost, _, _ in plain) >= 1  # the test has teeth
+    assert sum(cost > 0.05 for cost, _, _ in margin) <= 1
+    assert np.mean([mean for _, mean, _ in margin]) > 0.5
+    assert not any(result.held for _, _, result in margin)
+
+
+def test_too_few_episodes_hold_the_policy_and_warn():
+    """
+    50 one-step episodes: the bound of a rollout without the hazard is sqrt(ln 10 / 100) = 0.15 > d = 0.05, so no
+    step is certified: pi_phi is held, and the construction warns with the number of episodes the margin needs.
+    """
+    with pytest.warns(UserWarning, match="episodes"):
+        cost, mean, result = _rare_hazard_step(3, 0.9, n_steps=7)
+    assert result.held and mean == 0.0 and cost == pytest.approx(0.0062, rel=1e-2)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import pathlib
+import warnings
 from collections.abc import Iterator
 from typing import Any, ClassVar, TypeVar
 
@@ -20,8 +21,9 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
+from sb3_safemeta.common.adaptation.confidence import min_episodes
 from sb3_safemeta.common.adaptation.options import AdaptationOptions, SafeAdaptationMixin
-from sb3_safemeta.common.adaptation.parametric import ParametricAdaptResult, adapt_on_rollout
+from sb3_safemeta.common.adaptation.parametric import ParametricAdaptResult, adapt_on_rollout, default_episode_cost_range
 from sb3_safemeta.common.on_policy_cost_algorithm import OnPolicyCostAlgorithm
 from sb3_safemeta.common.rollout_data import ADVANTAGE_ESTIMATORS, RolloutData
 from sb3_safemeta.common.validation import check_positive
@@ -82,6 +84,14 @@ class SafeAdapter(SafeAdaptationMixin, OnPolicyCostAlgorithm):
         ``dual_tol * max(1, cost_limit + delta_c)`` of their bound (relative; far below the sampling error)
     :param normalize_advantage: divide the reward advantages by their standard deviation in A^s, so that lambda
         is relative to the reward scale (the cost advantages are never rescaled)
+    :param cost_confidence: the statistical margin of A^s (for rare costs): None constrains the rollout's mean
+        episode cost (problem (1) with an estimated Jc); a level 1 - alpha in [0.5, 1) constrains an upper
+        confidence bound of Jc(pi_phi) that holds with that probability; a step whose bound violates d while the
+        estimate does not keeps the policy (see :mod:`sb3_safemeta.common.adaptation.confidence`)
+    :param cost_bound: the bound of the margin: ``"dkw"`` (valid for any episode-cost distribution on [0, R]),
+        ``"hoeffding"`` or ``"bootstrap"`` (not valid for rare costs)
+    :param episode_cost_range: R, the largest possible episode cost, float or per channel (None: the rollout's
+        longest episode x max(1, its largest step cost), the horizon for indicator costs)
     :param n_costs: number of cost channels p (None: from the env's ``n_costs`` attribute or ``cost_limit``)
     :param stats_window_size: window size for the rollout logging
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -118,6 +128,9 @@ class SafeAdapter(SafeAdaptationMixin, OnPolicyCostAlgorithm):
         backtrack_steps: int = 15,
         dual_tol: float = 1e-3,
         normalize_advantage: bool = True,
+        cost_confidence: float | None = None,
+        cost_bound: str = "dkw",
+        episode_cost_range: float | list[float] | None = None,
         n_costs: int | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
@@ -169,8 +182,12 @@ class SafeAdapter(SafeAdaptationMixin, OnPolicyCostAlgorithm):
                 backtrack_steps=backtrack_steps,
                 dual_tol=dual_tol,
                 normalize_advantage=normalize_advantage,
+                cost_confidence=cost_confidence,
+                cost_bound=cost_bound,
+                episode_cost_range=episode_cost_range,
             )
         )
+        self._warned_episodes = False  # the episode rule of the margin warns once
         # u* of the last adaptation step (warm start of the next dual solve); saved in the zip
         self.dual_multipliers: np.ndarray | None = None
         if _init_setup_model:
@@ -193,10 +210,35 @@ class SafeAdapter(SafeAdaptationMixin, OnPolicyCostAlgorithm):
         :param rollout: data collected with the current policy
         :return: multipliers u*, eta, surrogate costs and diagnostics
         """
-        result = adapt_on_rollout(self.policy, rollout, self.adaptation, self.cost_limit, u0=self.dual_multipliers)
-        if not result.recovery:
+        options = self.adaptation
+        if options.cost_confidence is not None and not self._warned_episodes:
+            self._warn_too_few_episodes(rollout, options)
+        result = adapt_on_rollout(self.policy, rollout, options, self.cost_limit, u0=self.dual_multipliers)
+        if not result.recovery and not result.held:
             self.dual_multipliers = result.u  # warm start of the next step's dual
         return result
+
+    def _warn_too_few_episodes(self, rollout: RolloutData, options: AdaptationOptions) -> None:
+        """The episode rule of the margin: warn (once) when a rollout without cost could certify no step."""
+        assert options.cost_confidence is not None
+        cost_range = options.episode_cost_range
+        ranges = np.broadcast_to(
+            np.asarray(default_episode_cost_range(rollout) if cost_range is None else cost_range, dtype=np.float64),
+            (self.n_costs,),
+        )
+        limits = np.broadcast_to(np.asarray(self.cost_limit, dtype=np.float64), (self.n_costs,))
+        needed = max(
+            min_episodes(options.cost_confidence, float(r), float(d)) for r, d in zip(ranges, limits, strict=True) if d > 0
+        )
+        if rollout.n_episodes < needed:
+            self._warned_episodes = True
+            warnings.warn(
+                f"SafeAdapter: {rollout.n_episodes} episodes per adaptation step; with cost_confidence="
+                f"{options.cost_confidence} and episode costs up to {float(np.max(ranges)):g}, a rollout that never met"
+                f" the hazard certifies no step below {needed} episodes (the bound R sqrt(ln(1/alpha) / 2n) exceeds d),"
+                f" so such steps keep the policy: raise n_steps * n_envs to at least {needed} episode lengths.",
+                stacklevel=3,
+            )
 
     def train(self) -> None:
         """One adaptation step from the rollout just collected, then a critic refit."""
@@ -215,6 +257,7 @@ class SafeAdapter(SafeAdaptationMixin, OnPolicyCostAlgorithm):
         self.logger.record("train/dual_converged", int(result.dual_converged))
         self.logger.record("train/backtrack_fraction", result.backtrack_fraction)
         self.logger.record("train/recovery", int(result.recovery))
+        self.logger.record("train/held", int(result.held))
         self.logger.record("train/horizon", rollout.horizon)
         for i in range(self.n_costs):
             self.logger.record(f"train/u_{i}", float(result.u[i]))

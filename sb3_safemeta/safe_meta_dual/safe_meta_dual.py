@@ -94,6 +94,14 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
     :param dual_tol: relative tolerance of A^s's dual solve on the active constraints
     :param normalize_advantage: divide the reward advantages by their standard deviation in A^s, so that lambda
         is relative to the reward scale (the cost advantages are never rescaled)
+    :param cost_confidence: the statistical margin of A^s (for rare costs): None constrains the rollout's mean
+        episode cost (problem (1) with an estimated Jc); a level 1 - alpha in [0.5, 1) constrains an upper
+        confidence bound of Jc(pi_phi) that holds with that probability; a step whose bound violates d while the
+        estimate does not keeps the policy (see :mod:`sb3_safemeta.common.adaptation.confidence`)
+    :param cost_bound: the bound of the margin: ``"dkw"`` (valid for any episode-cost distribution on [0, R]),
+        ``"hoeffding"`` or ``"bootstrap"`` (not valid for rare costs)
+    :param episode_cost_range: R, the largest possible episode cost, float or per channel (None: the rollout's
+        longest episode x max(1, its largest step cost), the horizon for indicator costs)
     :param n_costs: number of cost channels (None: from the env or ``cost_limit``)
     :param stats_window_size: window size for the rollout logging
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -139,6 +147,9 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
         backtrack_steps: int = 15,
         dual_tol: float = 1e-3,
         normalize_advantage: bool = True,
+        cost_confidence: float | None = None,
+        cost_bound: str = "dkw",
+        episode_cost_range: float | list[float] | None = None,
         n_costs: int | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
@@ -188,6 +199,9 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
                 backtrack_steps=backtrack_steps,
                 dual_tol=dual_tol,
                 normalize_advantage=normalize_advantage,
+                cost_confidence=cost_confidence,
+                cost_bound=cost_bound,
+                episode_cost_range=episode_cost_range,
             )
         )
         # A^s results of the tasks adapted in the current meta-iteration, in the order of their adapted rollouts

@@ -32,7 +32,7 @@ import numpy as np
 
 from sb3_safemeta.common.validation import check_positive
 
-__all__ = ["COST_BOUNDS", "episode_cost_upper_bound", "min_episodes"]
+__all__ = ["COST_BOUNDS", "check_margin", "episode_cost_upper_bound", "min_episodes"]
 
 COST_BOUNDS = ("dkw", "hoeffding", "bootstrap")
 
@@ -45,10 +45,24 @@ def _check_confidence(confidence: float) -> float:
     return float(confidence)
 
 
+def check_margin(cost_confidence: float | None, cost_bound: str, episode_cost_range: object) -> None:
+    """Validate the margin options of A^s (a ValueError/TypeError naming the parameter)."""
+    if cost_confidence is not None:
+        confidence = _check_confidence(cost_confidence)
+        if cost_bound == "dkw" and confidence < 0.5:
+            raise ValueError(f"cost_confidence must be >= 0.5 for cost_bound='dkw', got {cost_confidence!r}")
+    if cost_bound not in COST_BOUNDS:
+        raise ValueError(f"cost_bound must be one of {COST_BOUNDS}, got {cost_bound!r}")
+    if episode_cost_range is not None:
+        values = np.asarray(episode_cost_range, dtype=np.float64)
+        if values.size == 0 or np.any(~np.isfinite(values)) or np.any(values <= 0):
+            raise ValueError(f"episode_cost_range must be > 0 (float or one per cost channel), got {episode_cost_range!r}")
+
+
 def episode_cost_upper_bound(
     episode_costs: np.ndarray,
     confidence: float,
-    cost_range: float | np.ndarray | None = None,
+    cost_range: float | list[float] | np.ndarray | None = None,
     method: str = "dkw",
     n_resamples: int = 2000,
     seed: int = 0,

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from sb3_safemeta.common.adaptation.confidence import check_margin
 from sb3_safemeta.common.adaptation.dual import DUAL_SOLVERS
 from sb3_safemeta.common.validation import as_cost_vector, check_positive
 
@@ -42,6 +43,14 @@ class AdaptationOptions:
     :param dual_tol: relative tolerance of the dual solve on the active constraints
     :param normalize_advantage: divide the reward advantages by their standard deviation (lambda is then
         relative to the reward scale); the cost advantages are never rescaled
+    :param cost_confidence: the statistical margin of A^s (for rare costs): None constrains the rollout's mean
+        episode cost (problem (1) with an estimated Jc); a level 1 - alpha in [0.5, 1) constrains an upper
+        confidence bound of Jc(pi_phi) that holds with that probability; a step whose bound violates d while the
+        estimate does not keeps the policy (see :mod:`sb3_safemeta.common.adaptation.confidence`)
+    :param cost_bound: the bound of the margin: ``"dkw"`` (valid for any episode-cost distribution on [0, R]),
+        ``"hoeffding"`` or ``"bootstrap"`` (not valid for rare costs)
+    :param episode_cost_range: R, the largest possible episode cost, float or per channel (None: the rollout's
+        longest episode x max(1, its largest step cost), the horizon for indicator costs)
     """
 
     lambda_: float = 1.0
@@ -55,9 +64,13 @@ class AdaptationOptions:
     backtrack_steps: int = 15
     dual_tol: float = 1e-3
     normalize_advantage: bool = True
+    cost_confidence: float | None = None
+    cost_bound: str = "dkw"
+    episode_cost_range: float | list[float] | None = None
 
     def __post_init__(self) -> None:
         check_positive(self.lambda_, "lambda_")
+        check_margin(self.cost_confidence, self.cost_bound, self.episode_cost_range)
         if self.dual_solver not in DUAL_SOLVERS:
             raise ValueError(f"dual_solver must be one of {DUAL_SOLVERS}, got {self.dual_solver!r}")
         if self.fit_scope not in FIT_SCOPES:
@@ -111,6 +124,9 @@ class SafeAdaptationMixin:
     backtrack_steps: int
     dual_tol: float
     normalize_advantage: bool
+    cost_confidence: float | None
+    cost_bound: str
+    episode_cost_range: float | list[float] | None
 
     def _set_adaptation_options(self, options: AdaptationOptions) -> None:
         """Store validated options as attributes (``self.lambda_``, ``self.lambda_c``, ...)."""
@@ -120,4 +136,8 @@ class SafeAdaptationMixin:
     @property
     def adaptation(self) -> AdaptationOptions:
         """The A^s options from the current attributes (validated again: a user may have changed one)."""
-        return AdaptationOptions(**{field.name: getattr(self, field.name) for field in dataclasses.fields(AdaptationOptions)})
+        # a zip saved before an option existed lacks its attribute: the option's default then applies
+        values: dict[str, Any] = {
+            field.name: getattr(self, field.name, field.default) for field in dataclasses.fields(AdaptationOptions)
+        }
+        return AdaptationOptions(**values)

@@ -33,6 +33,7 @@ Jc and samples from the discounted visitation it is exactly the paper's problem 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,7 @@ from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from sb3_safemeta.common.adaptation.batch import AdaptationBatch
+from sb3_safemeta.common.adaptation.confidence import episode_cost_upper_bound
 from sb3_safemeta.common.adaptation.dual import AdaptationParams, adaptation_temperature, solve_dual
 from sb3_safemeta.common.adaptation.head_fit import actor_latent, fit_head
 from sb3_safemeta.common.adaptation.options import FIT_SCOPES, AdaptationOptions
@@ -70,6 +72,11 @@ class ParametricAdaptResult:
     :param backtrack_fraction: alpha of the accepted point phi + alpha (theta* - phi) (1 = no backtracking)
     :param recovery: whether the start was infeasible and a cost-reducing step was taken instead
     :param dual_converged: whether the dual solver met its tolerance within ``n_dual_steps`` fits
+    :param held: whether pi_phi was kept unchanged because only the upper confidence bound of Jc(pi_phi), not
+        its estimate, violates d + delta (the statistical margin cannot certify a step: see
+        :mod:`sb3_safemeta.common.adaptation.confidence`)
+    :param start_cost: the value of Jc(pi_phi) the constraint used (the rollout's mean episode cost, or its upper
+        confidence bound under the statistical margin), (p,)
     """
 
     u: np.ndarray
@@ -81,6 +88,8 @@ class ParametricAdaptResult:
     backtrack_fraction: float
     recovery: bool
     dual_converged: bool = True
+    held: bool = False
+    start_cost: np.ndarray | None = None
 
 
 def _assign(vector: th.Tensor, parameters: Sequence[nn.Parameter]) -> None:
@@ -208,6 +217,7 @@ def parametric_safe_adapt(
     backtrack_steps: int = 15,
     dual_tol: float = 1e-3,
     fit_scope: str = "actor",
+    start_cost_estimate: np.ndarray | None = None,
 ) -> ParametricAdaptResult:
     """
     One safe adaptation step A^s on a parametric policy, in place: on return the actor parameters
@@ -238,6 +248,10 @@ def parametric_safe_adapt(
     :param fit_scope: what represents pi^u: ``"actor"`` (every actor parameter, Appendix E.2) or ``"head"`` (the last
         layer only, on the actor's current features: a closed form for Gaussian policies, milliseconds per fit;
         see :mod:`sb3_safemeta.common.adaptation.head_fit`)
+    :param start_cost_estimate: the point estimate of Jc(pi_phi) when ``start_cost`` is an upper confidence
+        bound of it (the statistical margin): where the bound violates d + delta, a violating estimate calls for
+        a recovery step and an estimate within d + delta holds pi_phi (no step can be certified). None: the
+        estimate is ``start_cost``
     :return: multipliers and diagnostics
     """
     if fit_scope not in FIT_SCOPES:
@@ -249,6 +263,20 @@ def parametric_safe_adapt(
     phi = parameters_to_vector(actor_parameters).detach().clone()
     n_costs = params.n_costs
     bound = params.cost_limit + params.delta_c
+
+    estimate = start_cost if start_cost_estimate is None else np.asarray(start_cost_estimate, dtype=np.float64)
+    no_cost_signal = bool(
+        th.all(batch.cost_advantages.std(dim=0) <= _NO_COST_SIGNAL * max(float(batch.advantages.std()), 1e-30))
+    )
+    if np.any(start_cost > bound) and (np.all(estimate <= bound) or no_cost_signal):
+        # Only the confidence bound violates d + delta (or the rollout has no cost advantage to descend): no step
+        # is certified safe and there is no direction to reduce the cost; keep pi_phi (more episodes per step
+        # tighten the bound, see confidence.min_episodes).
+        surrogate_cost, objective, kl = surrogate.evaluate(start_cost, params)
+        return ParametricAdaptResult(
+            np.full(n_costs, np.inf), params.lambda_, surrogate_cost, objective, kl, 0, 0.0, False,
+            held=True, start_cost=start_cost,
+        )  # fmt: skip
 
     if np.any(start_cost > bound):
         # Proposition 1 needs a feasible start. Take a cost-reducing step instead (the CRPO rule of
@@ -263,8 +291,24 @@ def parametric_safe_adapt(
             batch.observations, batch.actions, th.zeros_like(batch.advantages), batch.cost_advantages, batch.weights
         )
         _Surrogate(policy, actor_parameters, recovery_batch, horizon, fit_scope).fit(weights.cpu().numpy(), 1.0, fit_steps)
+        # The step must reduce the first-order cost model of the violated channels (eq. 10-11 without the KL
+        # term): a fit on few samples can move the policy by its own noise instead. Back off toward phi until
+        # the predicted cost decreases (phi itself predicts no change).
+        theta = parameters_to_vector(actor_parameters).detach().clone()
+        fraction = 1.0
+        for _ in range(max(backtrack_steps, 1)):
+            predicted = surrogate.evaluate(start_cost, dataclasses.replace(params, lambda_c=np.zeros(n_costs)))[0]
+            if np.all(predicted[violated] < start_cost[violated]):
+                break
+            fraction *= _BACKTRACK_FACTOR
+            _assign(phi + fraction * (theta - phi), actor_parameters)
+        else:
+            _assign(phi, actor_parameters)
+            fraction = 0.0
         surrogate_cost, objective, kl = surrogate.evaluate(start_cost, params)
-        return ParametricAdaptResult(np.full(n_costs, np.inf), 1.0, surrogate_cost, objective, kl, 0, 1.0, True)
+        return ParametricAdaptResult(
+            np.full(n_costs, np.inf), 1.0, surrogate_cost, objective, kl, 0, fraction, True, start_cost=start_cost
+        )
 
     fits: dict[tuple[float, ...], tuple[th.Tensor, np.ndarray]] = {}
 
@@ -312,6 +356,7 @@ def parametric_safe_adapt(
         backtrack_fraction=fraction,
         recovery=False,
         dual_converged=solution.converged,
+        start_cost=start_cost,
     )
 
 
@@ -358,7 +403,10 @@ def adapt_on_rollout(
 
     :param policy: a policy with ``actor_parameters()`` and ``get_distribution`` (pi_phi on entry, pi^u* on return)
     :param rollout: data collected with ``policy`` on one task
-    :param options: lambda, lambda_c, delta and the solver settings of the step
+    :param options: lambda, lambda_c, delta, the statistical margin (``cost_confidence``: None constrains the
+        rollout's mean episode cost, the paper's problem (1) with an estimated Jc; a level 1 - alpha constrains an
+        upper confidence bound of Jc(pi_phi) instead, see :mod:`sb3_safemeta.common.adaptation.confidence`) and
+        the solver settings of the step
     :param cost_limit: d in episode units (float or per channel)
     :param u0: warm start of the multipliers (e.g. the previous step's u*)
     :return: the result of the step
@@ -377,13 +425,35 @@ def adapt_on_rollout(
     batch.cost_advantages = batch.cost_advantages - batch.cost_advantages.mean(dim=0)
     if options.normalize_advantage:
         batch.advantages = batch.advantages / (batch.advantages.std() + 1e-8)
+    start_cost = rollout.episode_cost
+    estimate = None
+    if options.cost_confidence is not None:  # the statistical margin: an upper confidence bound of Jc(pi_phi)
+        estimate = start_cost
+        cost_range: Any = options.episode_cost_range
+        if cost_range is None and options.cost_bound != "bootstrap":
+            cost_range = default_episode_cost_range(rollout)
+        start_cost = episode_cost_upper_bound(
+            rollout.episode_costs, options.cost_confidence, cost_range, method=options.cost_bound
+        )
     return parametric_safe_adapt(
         policy,
         policy.actor_parameters(),
         batch,
-        rollout.episode_cost,
+        start_cost,
         params,
         horizon,
+        start_cost_estimate=estimate,
         u0=u0,
         **options.solver_kwargs(),
     )
+
+
+def default_episode_cost_range(rollout: RolloutData) -> np.ndarray:
+    """
+    :param rollout: a rollout with complete episodes
+    :return: R per channel when none is given: the longest episode of the rollout x max(1, the largest step
+        cost it saw) (indicator costs, Safety-Gymnasium's convention: R = horizon)
+    """
+    longest = float(np.max(rollout.episode_lengths))
+    per_step = np.max(np.abs(rollout.episode_costs), axis=0) / np.maximum(rollout.episode_lengths.min(), 1.0)
+    return longest * np.maximum(1.0, per_step)
