@@ -264,3 +264,28 @@ def test_too_few_episodes_hold_the_policy_and_warn():
     with pytest.warns(UserWarning, match="episodes"):
         cost, mean, result = _rare_hazard_step(3, 0.9, n_steps=7)
     assert result.held and mean == 0.0 and cost == pytest.approx(0.0062, rel=1e-2)
+
+
+def test_meta_test_measures_every_explored_policy_by_independent_episodes():
+    """
+    meta_test(n_eval_episodes=...) measures pi_[0], ..., pi_[K] on a separate env: the report carries both
+    judgements, and the DKW bound (R = 100, the 100-step horizon with indicator costs) lies above each mean.
+    """
+    from stable_baselines3.common.env_util import make_vec_env
+
+    import sb3_safemeta.envs  # noqa: F401
+    from sb3_safemeta.safe_meta_dual import SafeMetaDual
+
+    env = make_vec_env("SafeMetaPointNav-v0", n_envs=2, seed=0)
+    model = SafeMetaDual("MlpPolicy", env, cost_limit=10.0, meta_batch_size=2, n_steps=100, fit_steps=5, seed=0)
+    report = model.meta_test(n_tasks=2, n_adapt_steps=1, n_eval_episodes=6, eval_cost_range=100.0)
+    assert report.eval_costs is not None and report.eval_costs.shape == (2, 2, 1)
+    assert report.eval_returns is not None and report.eval_returns.shape == (2, 2)
+    assert report.eval_cost_bounds is not None and np.all(report.eval_cost_bounds >= report.eval_costs)
+    assert report.n_eval_episodes == 6 and report.cost_confidence == 0.9
+    assert "6 independent episodes each" in report.table()
+    # the returns of the independent episodes are not the rollout's (other episodes of the same policy)
+    assert not np.allclose(report.eval_returns, report.returns)
+    assert model.meta_test(n_tasks=1, n_adapt_steps=0, n_eval_episodes=0).eval_costs is None
+    with pytest.raises(ValueError, match="n_eval_episodes"):
+        model.meta_test(n_tasks=1, n_adapt_steps=0, n_eval_episodes=-1)

@@ -22,6 +22,7 @@ import pathlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.type_aliases import PolicyPredictor
@@ -29,7 +30,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_safemeta.common.run_dir import atomic_path, atomic_write_text
 
-__all__ = ["MetaTestReport", "evaluate_policy_cost"]
+__all__ = ["MetaTestReport", "evaluate_policy_cost", "make_evaluation_env"]
 
 
 def evaluate_policy_cost(
@@ -65,6 +66,28 @@ def evaluate_policy_cost(
         model, env, n_eval_episodes, deterministic=deterministic, return_episode_rewards=True, callback=add_cost, warn=False
     )
     return np.asarray(returns, dtype=np.float64), np.asarray(episode_costs).reshape(len(episode_costs), n_costs)
+
+
+def make_evaluation_env(env: VecEnv, seed: int) -> VecEnv:
+    """
+    A separate VecEnv of the same registered environment (same id, kwargs and time limit), for measuring
+    policies by independent episodes without disturbing the episodes under way in ``env``.
+
+    :param env: a VecEnv whose environments were made from a registered id (``gymnasium.make``)
+    :param seed: seed of the new environments
+    :return: a DummyVecEnv of ``min(env.num_envs, 4)`` environments, each wrapped in a Monitor
+    """
+    from stable_baselines3.common.env_util import make_vec_env
+
+    spec = env.get_attr("spec", indices=[0])[0]
+    if spec is None:
+        raise ValueError("the environment was not made from a registered id: pass eval_env (a VecEnv of the same task family)")
+    # the registered id with its kwargs and time limit (the spec's record of the Monitor cannot be replayed)
+    return make_vec_env(
+        lambda: gym.make(spec.id, max_episode_steps=spec.max_episode_steps, **spec.kwargs),
+        n_envs=min(env.num_envs, 4),
+        seed=seed,
+    )
 
 
 @dataclass

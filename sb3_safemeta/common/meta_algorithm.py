@@ -368,6 +368,9 @@ class OnPolicyMetaAlgorithm(OnPolicyCostAlgorithm):
         adaptation_chain: Callable[[Task, np.ndarray], Iterable[RolloutData]],
         save_path: str | pathlib.Path | None,
         verbose: int,
+        evaluate: Callable[[Task], tuple[float, np.ndarray, np.ndarray | None]] | None = None,
+        n_eval_episodes: int = 0,
+        eval_confidence: float | None = None,
     ) -> MetaTestReport:
         """
         The anytime-safety report of meta-test (Section 5.1): every task's chain pi_[0] = pi_phi, ..., pi_[K].
@@ -377,18 +380,40 @@ class OnPolicyMetaAlgorithm(OnPolicyCostAlgorithm):
         :param adaptation_chain: (task, its cost limit d) -> the K + 1 rollouts of pi_[0], ..., pi_[K] on it
         :param save_path: if given, write ``<save_path>.csv/.json`` and ``<save_path>.png``
         :param verbose: print one line per task
+        :param evaluate: task -> (mean return, mean episode cost (p,), upper confidence bound (p,) or None) of the
+            chain's current policy on independent episodes; called after each rollout, while pi_[k] is current
+        :param n_eval_episodes: the episodes ``evaluate`` runs (for the report)
+        :param eval_confidence: the confidence level of the bounds ``evaluate`` returns (for the report)
         :return: the report (mean episode return and cost of every explored policy)
         """
-        returns = np.zeros((len(tasks), n_adapt_steps + 1))
-        costs = np.zeros((len(tasks), n_adapt_steps + 1, self.n_costs))
+        shape = (len(tasks), n_adapt_steps + 1)
+        returns, costs = np.zeros(shape), np.zeros((*shape, self.n_costs))
+        eval_returns, eval_costs, eval_bounds = (
+            np.zeros(shape),
+            np.zeros((*shape, self.n_costs)),
+            np.zeros((*shape, self.n_costs)),
+        )
+        has_bounds = True
         limits = np.zeros((len(tasks), self.n_costs))
         for index, task in enumerate(tasks):
             limits[index] = task_cost_limit(task, self.cost_limit, self.n_costs)
             for step, rollout in enumerate(adaptation_chain(task, limits[index].copy())):
                 returns[index, step], costs[index, step] = rollout.episode_return, rollout.episode_cost
+                if evaluate is not None:
+                    eval_returns[index, step], eval_costs[index, step], bound = evaluate(task)
+                    has_bounds = has_bounds and bound is not None
+                    if bound is not None:
+                        eval_bounds[index, step] = bound
             if verbose:
-                print(f"task {index}: returns {np.round(returns[index], 1).tolist()} max cost {costs[index, :, 0].max():.1f}")
+                line = f"task {index}: returns {np.round(returns[index], 1).tolist()} max cost {costs[index, :, 0].max():.1f}"
+                if evaluate is not None:
+                    line += f" (independent episodes: max cost {eval_costs[index, :, 0].max():.1f})"
+                print(line)
         report = MetaTestReport(returns, costs, limits, tasks=list(tasks), label=type(self).__name__)
+        if evaluate is not None:
+            report.eval_returns, report.eval_costs, report.n_eval_episodes = eval_returns, eval_costs, n_eval_episodes
+            if has_bounds:
+                report.eval_cost_bounds, report.cost_confidence = eval_bounds, eval_confidence
         if save_path is not None:
             report.save(save_path)
             report.plot(pathlib.Path(save_path).with_suffix(".png"))

@@ -17,10 +17,11 @@ import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
+from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_safemeta.common.adaptation.options import AdaptationOptions, SafeAdaptationMixin
 from sb3_safemeta.common.adaptation.parametric import ParametricAdaptResult, adapt_on_rollout
-from sb3_safemeta.common.evaluation import MetaTestReport
+from sb3_safemeta.common.evaluation import MetaTestReport, evaluate_policy_cost, make_evaluation_env
 from sb3_safemeta.common.meta_algorithm import OnPolicyMetaAlgorithm
 from sb3_safemeta.common.rollout_data import RolloutData
 from sb3_safemeta.common.tasks import Task, task_cost_limit
@@ -317,6 +318,10 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
         adapter_kwargs: dict[str, Any] | None = None,
         save_path: str | pathlib.Path | None = None,
         verbose: int = 0,
+        n_eval_episodes: int = 10,
+        eval_env: VecEnv | None = None,
+        eval_confidence: float = 0.9,
+        eval_cost_range: float | None = None,
     ) -> MetaTestReport:
         """
         Adapt the meta-policy to unseen tasks: pi_[0] = pi_phi, pi_[k+1] = A^s(pi_[k]) (Section 5.1).
@@ -329,9 +334,22 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
             adaptation hyper-parameters, ``n_steps``, ``gamma`` and ``advantage_estimator``)
         :param save_path: if given, write ``<save_path>.csv/.json`` and ``<save_path>.png``
         :param verbose: print one line per task
+        :param n_eval_episodes: independent episodes of every explored policy (stochastic actions: the exploring
+            policy itself), besides its training rollout; 0 skips them. The report then judges "within d" both
+            ways; 10 episodes estimate a mean episode cost with a standard error of std / 3.2, so a policy that
+            meets a hazard in one episode out of ten is seen with probability 1 - 0.9^10 = 0.65 (20: 0.88)
+        :param eval_env: the VecEnv of those episodes (default: a new one of the training env's registered id)
+        :param eval_confidence: confidence level of the DKW upper bound of each explored policy's expected episode
+            cost from those episodes ("certified within d" in the report; needs an episode cost range)
+        :param eval_cost_range: R, the largest possible episode cost, for that bound (default: the adapter's
+            ``episode_cost_range``; without either, no bound is reported)
         :return: the anytime-safety report
         """
+        from sb3_safemeta.common.adaptation.confidence import episode_cost_upper_bound
         from sb3_safemeta.safe_adapter import SafeAdapter
+
+        if isinstance(n_eval_episodes, bool) or not isinstance(n_eval_episodes, (int, np.integer)) or n_eval_episodes < 0:
+            raise ValueError(f"n_eval_episodes must be an integer >= 0, got {n_eval_episodes!r}")
 
         self._check_meta_test(n_adapt_steps)
         tasks = tasks if tasks is not None else self.sample_tasks(n_tasks, seed=seed)
@@ -355,7 +373,22 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
             self.env.env_method("set_task", task)  # type: ignore[union-attr]
             yield from adapter.adaptation_chain(n_adapt_steps)
 
-        return self._run_meta_test(tasks, n_adapt_steps, adaptation_chain, save_path, verbose)
+        if n_eval_episodes == 0:
+            return self._run_meta_test(tasks, n_adapt_steps, adaptation_chain, save_path, verbose)
+        environment = eval_env if eval_env is not None else make_evaluation_env(self.env, seed + 1)  # type: ignore[arg-type]
+        cost_range = eval_cost_range if eval_cost_range is not None else adapter.adaptation.episode_cost_range
+
+        def evaluate(task: Task) -> tuple[float, np.ndarray, np.ndarray | None]:
+            environment.env_method("set_task", task)
+            returns, costs = evaluate_policy_cost(
+                adapter.policy, environment, n_eval_episodes, self.n_costs, deterministic=False
+            )
+            bound = None if cost_range is None else episode_cost_upper_bound(costs, eval_confidence, cost_range)
+            return float(returns.mean()), costs.mean(axis=0), bound
+
+        return self._run_meta_test(
+            tasks, n_adapt_steps, adaptation_chain, save_path, verbose, evaluate, n_eval_episodes, eval_confidence
+        )
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "adapted_policy", "adaptations"]
