@@ -221,8 +221,6 @@ def test_learn_runs_logs_and_moves_only_the_actor():
         (dict(inner_lr=0.0), "inner_lr"),
         (dict(inner_lr=-0.1), "inner_lr"),
         (dict(target_kl=0.0), "target_kl"),
-        (dict(cg_max_steps=0), "cg_max_steps"),
-        (dict(line_search_shrinking_factor=1.5), "line_search_shrinking_factor"),
     ],
 )
 def test_bad_hyperparameters_name_the_parameter(kwargs, match):

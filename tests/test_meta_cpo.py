@@ -291,9 +291,7 @@ def test_first_order_meta_gradient_runs():
         (dict(meta_gradient="third_order"), "meta_gradient"),
         (dict(target_kl=0.0), "target_kl"),
         (dict(inner_cg_max_steps=0), "inner_cg_max_steps"),
-        (dict(cg_max_steps=0), "cg_max_steps"),
         (dict(cg_damping=0.0), "cg_damping"),
-        (dict(line_search_shrinking_factor=1.5), "line_search_shrinking_factor"),
         (dict(n_costs=2, cost_limit=[1.0, 2.0]), "n_costs"),
     ],
 )

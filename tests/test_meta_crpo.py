@@ -223,7 +223,6 @@ def test_gae_estimator_meta_learns_the_critics_too():
         (dict(meta_lr=1.5), r"meta_lr must be in \(0, 1\]"),
         (dict(n_inner_steps=0), "n_inner_steps"),
         (dict(adapt_kl=0.0), "adapt_kl"),
-        (dict(line_search_shrinking_factor=1.0), "line_search_shrinking_factor"),
     ],
 )
 def test_bad_hyperparameters_name_the_parameter(kwargs, match):

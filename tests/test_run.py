@@ -189,7 +189,17 @@ def test_bad_shared_hyperparameters_name_the_parameter(case: AlgorithmCase, kwar
         case.cls("MlpPolicy", make_env(), **{**case.kwargs, **kwargs})
 
 
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(meta_batch_size=0), "meta_batch_size"),
+        (dict(cg_max_steps=0), "cg_max_steps"),
+        (dict(line_search_shrinking_factor=1.0), r"line_search_shrinking_factor must be in \(0, 1\)"),
+        (dict(line_search_shrinking_factor=1.5), r"line_search_shrinking_factor must be in \(0, 1\)"),
+    ],
+)
 @pytest.mark.parametrize("case", META_CASES, ids=str)
-def test_bad_meta_batch_size_names_the_parameter(case: AlgorithmCase):
-    with pytest.raises(ValueError, match="meta_batch_size"):
-        case.cls("MlpPolicy", make_env(), **{**case.kwargs, "meta_batch_size": 0})
+def test_bad_meta_and_trust_region_hyperparameters_name_the_parameter(case: AlgorithmCase, kwargs: dict[str, Any], match: str):
+    """The meta-batch and the TRPO step on phi: the same checks for every meta-learner (once in OnPolicyMetaAlgorithm)."""
+    with pytest.raises(ValueError, match=match):
+        case.cls("MlpPolicy", make_env(), **{**case.kwargs, **kwargs})
