@@ -255,7 +255,7 @@ def plot(out: pathlib.Path) -> None:
             kl = [float(row["kl"]) for row in chosen]
             change = [float(row["cost_after"]) - float(row["cost_before"]) for row in chosen]
             left.scatter(
-                kl, change, marker=markers[env], color=colors[config], alpha=0.7, label=f"{env.split('-')[0][7:]} {config}"
+                kl, change, marker=markers[env], color=colors[config], alpha=0.7, label=f"{env.split('-')[0][8:]} {config}"
             )
             right.scatter(
                 [float(row["cost_before"]) for row in chosen],

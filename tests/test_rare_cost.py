@@ -289,3 +289,35 @@ def test_meta_test_measures_every_explored_policy_by_independent_episodes():
     assert model.meta_test(n_tasks=1, n_adapt_steps=0, n_eval_episodes=0).eval_costs is None
     with pytest.raises(ValueError, match="n_eval_episodes"):
         model.meta_test(n_tasks=1, n_adapt_steps=0, n_eval_episodes=-1)
+
+
+def test_proposition4_lambda_c_sets_the_kl_radius():
+    """
+    lambda_c_rule="prop4" on SafeMetaPointNav-v0 (H = 100, indicator costs, so A_c^max >= 1): lambda_c is at least
+    4 gamma / (1 - gamma)^2 = 4 * 100 * 99 = 39600, and the step's KL stays within the radius (d - Jc) / lambda_c it
+    implies, a finite u*, not a frozen policy (KL > 0).
+    """
+    from stable_baselines3.common.env_util import make_vec_env
+
+    import sb3_safemeta.envs  # noqa: F401
+    from sb3_safemeta.common.adaptation.parametric import proposition4_lambda_c
+    from sb3_safemeta.safe_adapter import SafeAdapter
+
+    assert proposition4_lambda_c(np.array([2.0]), 100.0, 0.5)[0] == pytest.approx(4 * 0.99 * 2.0 / (0.5 * 0.01**2))
+    model = SafeAdapter(
+        "MlpPolicy", make_vec_env("SafeMetaPointNav-v0", n_envs=2, seed=0), cost_limit=10.0, n_steps=200,
+        advantage_estimator="mc", lambda_c_rule="prop4", fit_steps=10, seed=0,
+    )  # fmt: skip
+    chain = model.adaptation_chain(0)
+    rollout = next(chain)
+    for _ in chain:
+        pass
+    result = model.adapt(rollout)
+    assert rollout.episode_cost[0] <= 10.0 and not result.recovery
+    radius = (10.0 - rollout.episode_cost[0]) / 39600.0
+    assert 0.0 < result.kl <= radius * (1 + 1e-3)
+    assert np.isfinite(result.u[0])
+    with pytest.raises(ValueError, match="lambda_c_rule"):
+        SafeAdapter("MlpPolicy", model.env, lambda_c_rule="prop5")
+    with pytest.raises(ValueError, match="visitation_constant"):
+        SafeAdapter("MlpPolicy", model.env, lambda_c_rule="prop4", visitation_constant=2.0)

@@ -103,6 +103,10 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
         ``"hoeffding"`` or ``"bootstrap"`` (not valid for rare costs)
     :param episode_cost_range: R, the largest possible episode cost, float or per channel (None: the rollout's
         longest episode x max(1, its largest step cost), the horizon for indicator costs)
+    :param lambda_c_rule: None (``lambda_c`` as given) or ``"prop4"``: lambda_c of each step at least Proposition 4's
+        4 gamma A_c^max / (eta alpha (1 - gamma)^2), gamma = 1 - 1/H, A_c^max from the rollout (see
+        :class:`~sb3_safemeta.common.adaptation.options.AdaptationOptions`)
+    :param visitation_constant: eta * alpha of Assumption 2 for ``"prop4"``, in (0, 1]
     :param n_costs: number of cost channels (None: from the env or ``cost_limit``)
     :param stats_window_size: window size for the rollout logging
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -151,6 +155,8 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
         cost_confidence: float | None = None,
         cost_bound: str = "dkw",
         episode_cost_range: float | list[float] | None = None,
+        lambda_c_rule: str | None = None,
+        visitation_constant: float = 1.0,
         n_costs: int | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
@@ -203,6 +209,8 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
                 cost_confidence=cost_confidence,
                 cost_bound=cost_bound,
                 episode_cost_range=episode_cost_range,
+                lambda_c_rule=lambda_c_rule,
+                visitation_constant=visitation_constant,
             )
         )
         # A^s results of the tasks adapted in the current meta-iteration, in the order of their adapted rollouts

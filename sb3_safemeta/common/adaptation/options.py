@@ -20,9 +20,10 @@ from sb3_safemeta.common.adaptation.confidence import check_margin
 from sb3_safemeta.common.adaptation.dual import DUAL_SOLVERS
 from sb3_safemeta.common.validation import as_cost_vector, check_positive
 
-__all__ = ["FIT_SCOPES", "AdaptationOptions", "SafeAdaptationMixin"]
+__all__ = ["FIT_SCOPES", "LAMBDA_C_RULES", "AdaptationOptions", "SafeAdaptationMixin"]
 
 FIT_SCOPES = ("actor", "head")
+LAMBDA_C_RULES = (None, "prop4")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,12 @@ class AdaptationOptions:
         ``"hoeffding"`` or ``"bootstrap"`` (not valid for rare costs)
     :param episode_cost_range: R, the largest possible episode cost, float or per channel (None: the rollout's
         longest episode x max(1, its largest step cost), the horizon for indicator costs)
+    :param lambda_c_rule: None (``lambda_c`` as given) or ``"prop4"``: each step uses
+        max(lambda_c, 4 gamma A_c^max / (visitation_constant (1 - gamma)^2)), Proposition 4's condition with
+        gamma = 1 - 1/H (episode units) and A_c^max the largest |cost advantage| of the rollout, at least the
+        largest step cost (1 for indicator costs: a rollout that saw no cost still bounds a step into the hazard)
+    :param visitation_constant: eta * alpha of Assumption 2 for ``"prop4"`` (in (0, 1]; 1, the default, is the
+        least conservative value the assumption allows)
     """
 
     lambda_: float = 1.0
@@ -67,10 +74,18 @@ class AdaptationOptions:
     cost_confidence: float | None = None
     cost_bound: str = "dkw"
     episode_cost_range: float | list[float] | None = None
+    lambda_c_rule: str | None = None
+    visitation_constant: float = 1.0
 
     def __post_init__(self) -> None:
         check_positive(self.lambda_, "lambda_")
         check_margin(self.cost_confidence, self.cost_bound, self.episode_cost_range)
+        if self.lambda_c_rule not in LAMBDA_C_RULES:
+            raise ValueError(f"lambda_c_rule must be one of {LAMBDA_C_RULES}, got {self.lambda_c_rule!r}")
+        if not 0.0 < float(self.visitation_constant) <= 1.0:
+            raise ValueError(
+                f"visitation_constant must be in (0, 1] (eta * alpha of Assumption 2), got {self.visitation_constant!r}"
+            )
         if self.dual_solver not in DUAL_SOLVERS:
             raise ValueError(f"dual_solver must be one of {DUAL_SOLVERS}, got {self.dual_solver!r}")
         if self.fit_scope not in FIT_SCOPES:
@@ -127,6 +142,8 @@ class SafeAdaptationMixin:
     cost_confidence: float | None
     cost_bound: str
     episode_cost_range: float | list[float] | None
+    lambda_c_rule: str | None
+    visitation_constant: float
 
     def _set_adaptation_options(self, options: AdaptationOptions) -> None:
         """Store validated options as attributes (``self.lambda_``, ``self.lambda_c``, ...)."""

@@ -53,7 +53,7 @@ from sb3_safemeta.common.adaptation.options import FIT_SCOPES, AdaptationOptions
 if TYPE_CHECKING:
     from sb3_safemeta.common.rollout_data import RolloutData
 
-__all__ = ["ParametricAdaptResult", "adapt_on_rollout", "parametric_safe_adapt"]
+__all__ = ["ParametricAdaptResult", "adapt_on_rollout", "parametric_safe_adapt", "proposition4_lambda_c"]
 _BACKTRACK_FACTOR = 0.8
 _RELATIVE_TOLERANCE = 1e-4
 # cost advantages whose spread is below this fraction of the reward advantages' are round-off, not a signal
@@ -413,9 +413,15 @@ def adapt_on_rollout(
     """
     horizon = rollout.horizon
     n_costs = rollout.cost_advantages.shape[1]
-    params = AdaptationParams.create(
-        options.lambda_, options.lambda_c, cost_limit, options.delta_c, 1.0 - 1.0 / horizon, n_costs
-    )
+    lambda_c: Any = options.lambda_c
+    if options.lambda_c_rule == "prop4":
+        step_cost = default_episode_cost_range(rollout) / float(np.max(rollout.episode_lengths))
+        largest = np.maximum(np.max(np.abs(rollout.cost_advantages), axis=0), step_cost)
+        lambda_c = np.maximum(
+            np.broadcast_to(np.asarray(lambda_c, dtype=np.float64), (n_costs,)),
+            proposition4_lambda_c(largest, horizon, options.visitation_constant),
+        )
+    params = AdaptationParams.create(options.lambda_, lambda_c, cost_limit, options.delta_c, 1.0 - 1.0 / horizon, n_costs)
     batch = rollout.to_batch(policy.device)
     # Centre both advantages: E_{pi_phi}[A] = E_{pi_phi}[A_c] = 0 for the true advantages, but estimates
     # (Monte-Carlo returns minus a fitted baseline, GAE) have a sample mean, and since the fitted pi^u raises
@@ -446,6 +452,21 @@ def adapt_on_rollout(
         u0=u0,
         **options.solver_kwargs(),
     )
+
+
+def proposition4_lambda_c(largest_cost_advantage: np.ndarray, horizon: float, visitation_constant: float = 1.0) -> np.ndarray:
+    """
+    Proposition 4: lambda_ci >= 4 gamma A_ci^max / (eta alpha (1 - gamma)^2) makes the constraint of problem (1) an
+    upper bound of Jc_i(pi) (Lemma 1), so every step is safe whenever pi_phi is. In episode units gamma = 1 - 1/H:
+    4 (1 - 1/H) H^2 A_ci^max / (eta alpha) = 4 H (H - 1) A_ci^max / (eta alpha).
+
+    :param largest_cost_advantage: A_ci^max per channel, (p,)
+    :param horizon: H, the mean episode length
+    :param visitation_constant: eta * alpha of Assumption 2, in (0, 1]
+    :return: the smallest lambda_c of Proposition 4, (p,)
+    """
+    gamma = 1.0 - 1.0 / horizon
+    return 4.0 * gamma * np.asarray(largest_cost_advantage, dtype=np.float64) / (visitation_constant * (1.0 - gamma) ** 2)
 
 
 def default_episode_cost_range(rollout: RolloutData) -> np.ndarray:
