@@ -28,7 +28,7 @@ from sb3_safemeta.common.callbacks import call_meta_iteration_end
 from sb3_safemeta.common.evaluation import MetaTestReport
 from sb3_safemeta.common.on_policy_cost_algorithm import OnPolicyCostAlgorithm
 from sb3_safemeta.common.rollout_data import ADVANTAGE_ESTIMATORS, RolloutData
-from sb3_safemeta.common.tasks import Task, check_task_distribution, task_cost_limit
+from sb3_safemeta.common.tasks import Task, check_sampled_tasks, check_task_distribution, task_cost_limit
 from sb3_safemeta.common.trust_region import MeanKL, TrustRegionResult, trust_region_step
 from sb3_safemeta.common.validation import check_positive
 
@@ -147,7 +147,8 @@ class OnPolicyMetaAlgorithm(OnPolicyCostAlgorithm):
         if seed is None:
             assert self.task_rng is not None
             seed = int(self.task_rng.integers(2**31 - 1))
-        return self.env.env_method("sample_tasks", n_tasks, seed, indices=[0])[0]  # type: ignore[union-attr]
+        tasks = self.env.env_method("sample_tasks", n_tasks, seed, indices=[0])[0]  # type: ignore[union-attr]
+        return check_sampled_tasks(tasks, n_tasks, seed)
 
     def _critic_optimizer(self, policy: BasePolicy) -> th.optim.Optimizer:
         """:return: a fresh optimizer of ``policy``'s value and cost-value heads (at the current learning rate)"""

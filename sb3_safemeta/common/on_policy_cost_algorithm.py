@@ -6,9 +6,13 @@ every algorithm of the package (SafeAdapter, SafeMetaDual, the baselines) inheri
 
 from __future__ import annotations
 
+import io
+import json
+import pathlib
+import zipfile
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch as th
@@ -24,9 +28,85 @@ from torch.nn import functional as F
 
 from sb3_safemeta.common.buffers import CostRolloutBuffer
 from sb3_safemeta.common.rollout_data import RolloutData
-from sb3_safemeta.common.validation import as_cost_vector
+from sb3_safemeta.common.validation import as_cost_vector, check_in_range, check_int, check_positive
 
-__all__ = ["OnPolicyCostAlgorithm"]
+__all__ = ["SUPPORTED_OBSERVATION_SPACES", "OnPolicyCostAlgorithm", "check_saved_class"]
+
+SelfOnPolicyCostAlgorithm = TypeVar("SelfOnPolicyCostAlgorithm", bound="OnPolicyCostAlgorithm")
+
+# what CostActorCriticPolicy's flatten extractor takes
+SUPPORTED_OBSERVATION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+
+# attributes that only one algorithm of the package saves: they name the class of a zip saved before
+# ``algorithm_class`` was recorded
+_SIGNATURE_ATTRIBUTES = (
+    ("n_inner_steps", "MetaCRPO"),
+    ("inner_kl", "MetaCPO"),
+    ("inner_lr", "MAMLCostPenalty"),
+    ("crpo_rule", "SafeMetaDual"),
+    ("dual_tol", "SafeAdapter"),
+)
+
+
+def _saved_data(path: str | pathlib.Path | io.BufferedIOBase) -> dict[str, Any] | None:
+    """:return: the JSON ``data`` file of an SB3 zip, without unpickling anything (None: not readable as one)"""
+    try:
+        if isinstance(path, (str, pathlib.Path)):
+            file = pathlib.Path(path)
+            if not file.exists() and file.suffix == "":
+                file = file.with_suffix(".zip")  # as SB3's save/load
+            with zipfile.ZipFile(file) as archive:
+                return json.loads(archive.read("data"))
+        position = path.tell()
+        try:
+            with zipfile.ZipFile(path) as archive:  # type: ignore[arg-type]
+                return json.loads(archive.read("data"))
+        finally:
+            path.seek(position)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None  # SB3's load reports it
+
+
+def check_saved_class(path: str | pathlib.Path | io.BufferedIOBase, cls: type) -> None:
+    """
+    Raise a ``TypeError`` naming both classes when the zip at ``path`` was not saved by ``cls`` (or by a class
+    ``cls`` derives from).
+
+    :param path: an SB3 zip
+    :param cls: the class that loads it
+    """
+    data = _saved_data(path)
+    if data is None:
+        return
+    saved = data.get("algorithm_class")
+    if not isinstance(saved, str):
+        saved = next((name for key, name in _SIGNATURE_ATTRIBUTES if key in data), None)
+    if saved is None:
+        if "n_costs" in data and "cost_limit" in data:
+            return  # a cost algorithm we cannot name: let it load
+        policy = data.get("policy_class", {})
+        policy_name = policy.get(":type:", "?") if isinstance(policy, dict) else policy
+        raise TypeError(
+            f"{path!s} was not saved by an sb3_safemeta algorithm (no cost limit in its data; policy {policy_name}), "
+            f"so {cls.__name__}.load cannot restore it: load it with the SB3 class that saved it (e.g. PPO.load), or "
+            "start a safe adaptation from its policy with SafeAdapter.from_meta(path, env)"
+        )
+    if saved not in [base.__name__ for base in cls.__mro__]:
+        hint = " (SafeAdapter.from_meta starts a SafeAdapter from a meta-policy zip)" if cls.__name__ == "SafeAdapter" else ""
+        raise TypeError(f"{path!s} holds a {saved} model, not a {cls.__name__}: load it with {saved}.load(path){hint}")
+
+
+def _check_step(observations: Any, rewards: np.ndarray | None) -> None:
+    """Raise a clear error when an environment returned a NaN or infinite observation or reward."""
+    if isinstance(observations, np.ndarray) and observations.dtype.kind == "f" and not np.all(np.isfinite(observations)):
+        bad = np.flatnonzero(~np.isfinite(observations.reshape(len(observations), -1)).all(axis=1))
+        raise ValueError(
+            f"environment(s) {bad.tolist()} returned a NaN or infinite observation: {observations[bad[0]].tolist()} "
+            "(the policy cannot act on it; check the environment's dynamics)"
+        )
+    if rewards is not None and not np.all(np.isfinite(rewards)):
+        bad = np.flatnonzero(~np.isfinite(rewards))
+        raise ValueError(f"environment(s) {bad.tolist()} returned a NaN or infinite reward: {rewards[bad].tolist()}")
 
 
 class OnPolicyCostAlgorithm(OnPolicyAlgorithm):
@@ -94,6 +174,15 @@ class OnPolicyCostAlgorithm(OnPolicyAlgorithm):
         _init_setup_model: bool = True,
         supported_action_spaces: tuple[type[spaces.Space], ...] | None = None,
     ):
+        # the plain numbers first: a wrong one fails before any environment is built
+        n_steps = check_int(n_steps, "n_steps")
+        gamma = check_in_range(gamma, "gamma", 0.0, 1.0)
+        gae_lambda = check_in_range(gae_lambda, "gae_lambda", 0.0, 1.0)
+        if cost_gae_lambda is not None:
+            cost_gae_lambda = check_in_range(cost_gae_lambda, "cost_gae_lambda", 0.0, 1.0)
+        if not callable(learning_rate):
+            learning_rate = check_positive(learning_rate, "learning_rate")
+        stats_window_size = check_int(stats_window_size, "stats_window_size")
         super().__init__(
             policy,
             env,
@@ -126,14 +215,66 @@ class OnPolicyCostAlgorithm(OnPolicyAlgorithm):
 
     def _infer_n_costs(self, n_costs: int | None, cost_limit: Any) -> int:
         if n_costs is not None:
-            if int(n_costs) < 1:
-                raise ValueError(f"n_costs must be a positive integer, got {n_costs!r}")
-            return int(n_costs)
+            return check_int(n_costs, "n_costs")
         if self.env is not None and self.env.has_attr("n_costs"):
             return int(self.env.get_attr("n_costs", indices=[0])[0])
         return int(np.size(cost_limit))
 
+    @staticmethod
+    def _wrap_env(env: GymEnv, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:
+        """SB3's wrapping, then a clear error for observation spaces the package's MlpPolicy cannot take."""
+        vec_env = OnPolicyAlgorithm._wrap_env(env, verbose, monitor_wrapper)
+        space = vec_env.observation_space
+        if not isinstance(space, SUPPORTED_OBSERVATION_SPACES):
+            raise TypeError(
+                f"observation space {space} is not supported: sb3_safemeta's MlpPolicy takes "
+                f"{', '.join(kind.__name__ for kind in SUPPORTED_OBSERVATION_SPACES)} observations (there is no "
+                "MultiInputPolicy); flatten a Dict or Tuple space with gymnasium.wrappers.FlattenObservation"
+            )
+        return vec_env
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls: type[SelfOnPolicyCostAlgorithm],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfOnPolicyCostAlgorithm:
+        """
+        SB3's ``load``, after checking that the zip was saved by this class (or one it derives from): a zip of
+        another algorithm would otherwise load with this class's defaults for what it lacks.
+
+        .. warning::
+            As in SB3, loading unpickles the zip's data: never load a zip from an untrusted source, it can run
+            arbitrary code (see the Reliability section of the docs).
+
+        :param path: the zip (as for SB3's ``load``)
+        :param env: the environment to train on (required by ``learn``)
+        :param device: device on which the policy is loaded
+        :param custom_objects: replacements of saved objects (SB3)
+        :param print_system_info: print the saving and the current system's info
+        :param force_reset: reset the env before the next ``learn``
+        :param kwargs: attributes to change when loading (SB3)
+        :return: the loaded model
+        """
+        check_saved_class(path, cls)
+        return super().load(  # type: ignore[return-value]
+            path,
+            env=env,
+            device=device,
+            custom_objects=custom_objects,
+            print_system_info=print_system_info,
+            force_reset=force_reset,
+            **kwargs,
+        )
+
     def _setup_model(self) -> None:
+        # saved in the zip: load() checks it (check_saved_class)
+        self.algorithm_class = type(self).__name__
         if self.rollout_buffer_class is None:
             self.rollout_buffer_class = CostRolloutBuffer
         if not issubclass(self.rollout_buffer_class, CostRolloutBuffer):
@@ -173,13 +314,27 @@ class OnPolicyCostAlgorithm(OnPolicyAlgorithm):
                     "(a float, or an array of length n_costs), the convention of Safety-Gymnasium's Gymnasium wrapper; "
                     "a missing cost is never read as 0"
                 )
-            cost = np.asarray(info["cost"], dtype=np.float64).reshape(-1)
+            raw = info["cost"]
+            expected = "a float" + (f" or an array of n_costs={self.n_costs} floats" if self.n_costs > 1 else "")
+            if raw is None or isinstance(raw, (str, bytes, dict)):
+                raise TypeError(f"info['cost'] of environment {index} is {raw!r} ({type(raw).__name__}); expected {expected}")
+            try:
+                cost = np.asarray(raw, dtype=np.float64).reshape(-1)
+            except (TypeError, ValueError) as error:
+                raise TypeError(
+                    f"info['cost'] of environment {index} is {raw!r} ({type(raw).__name__}); expected {expected}"
+                ) from error
             if cost.shape != (self.n_costs,):
                 raise ValueError(
                     f"info['cost'] of environment {index} has {cost.size} value(s), expected n_costs={self.n_costs}"
                 )
             if not np.all(np.isfinite(cost)):
                 raise ValueError(f"info['cost'] of environment {index} is not finite: {cost.tolist()}")
+            if np.any(cost < 0):
+                raise ValueError(
+                    f"info['cost'] of environment {index} is negative: {cost.tolist()}; costs must be >= 0 (a negative "
+                    "cost would cancel hazard costs in an episode's sum and hide violations of the limit d)"
+                )
             costs[index] = cost
         return costs
 
@@ -201,6 +356,7 @@ class OnPolicyCostAlgorithm(OnPolicyAlgorithm):
         """
         assert self._last_obs is not None, "No previous observation was provided"
         assert isinstance(rollout_buffer, CostRolloutBuffer)
+        _check_step(self._last_obs, None)
         self.policy.set_training_mode(False)
         rollout_buffer.reset()
         self.rollout_episode_returns, self.rollout_episode_costs, self.rollout_episode_lengths = [], [], []
@@ -225,6 +381,7 @@ class OnPolicyCostAlgorithm(OnPolicyAlgorithm):
 
             new_obs, rewards, dones, infos = env.step(clipped_actions)
             costs = self._costs_from_infos(infos)
+            _check_step(new_obs, rewards)
             self.num_timesteps += env.num_envs
             callback.update_locals(locals())
             if not callback.on_step():

@@ -57,6 +57,9 @@ class RolloutData:
     episode_costs: np.ndarray
     episode_lengths: np.ndarray
     episode_ids: np.ndarray
+    # the rollout's shape, for the message when no episode was completed (0: unknown)
+    n_steps: int = 0
+    n_envs: int = 0
 
     @classmethod
     def from_buffer(
@@ -115,6 +118,8 @@ class RolloutData:
             episode_costs=np.asarray(episode_costs, dtype=np.float64).reshape(len(episode_costs), n_costs),
             episode_lengths=np.asarray(episode_lengths, dtype=np.float64),
             episode_ids=episode_ids,
+            n_steps=int(buffer.buffer_size),
+            n_envs=int(buffer.n_envs),
         )
 
     @property
@@ -123,9 +128,13 @@ class RolloutData:
 
     def _require_episodes(self) -> None:
         if self.n_episodes == 0:
+            shape = f" ({self.n_envs} environment(s) x n_steps={self.n_steps} steps)" if self.n_steps else ""
             raise ValueError(
-                "no episode was completed during the rollout: the episode cost Jc(pi) cannot be estimated. "
-                "Increase n_steps (n_steps * n_envs must cover at least one episode, ideally several)."
+                f"no episode was completed during the rollout{shape}: the episode cost Jc(pi) cannot be estimated. "
+                "Only episodes that end inside a rollout count and every environment runs its own episodes, so "
+                "n_steps (steps per environment) must be at least the episode length, whatever n_envs is (ideally a "
+                "few episode lengths). An environment that never ends an episode by itself needs a time limit: "
+                "gymnasium.wrappers.TimeLimit(env, max_episode_steps=...) or max_episode_steps in gymnasium.register."
             )
 
     @property

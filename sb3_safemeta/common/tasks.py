@@ -167,3 +167,28 @@ def task_cost_limit(task: Task, default: Sequence[float] | np.ndarray, n_costs: 
     if "cost_limit" in task:
         return as_cost_vector(task["cost_limit"], n_costs, "task['cost_limit']", allow_negative=False)
     return as_cost_vector(default, n_costs, "cost_limit")
+
+
+def check_sampled_tasks(tasks: Any, n_tasks: int, seed: int | None) -> list[Task]:
+    """
+    Raise a clear error when an environment's ``sample_tasks`` did not return ``n_tasks`` task dicts.
+
+    :param tasks: what ``sample_tasks(n_tasks, seed)`` returned
+    :param n_tasks: the number of tasks asked for
+    :param seed: the seed it was called with
+    :return: the tasks, as a list
+    """
+    call = f"the environment's sample_tasks({n_tasks}, seed={seed})"
+    expected = f"expected a list of {n_tasks} task dicts (see sb3_safemeta.common.tasks)"
+    text = repr(tasks)
+    text = text if len(text) <= 80 else text[:77] + "..."
+    if not isinstance(tasks, (list, tuple)):
+        raise TypeError(f"{call} returned {text} ({type(tasks).__name__}); {expected}")
+    if len(tasks) == 0:
+        raise ValueError(f"{call} returned [] (a list of 0 tasks); {expected}")
+    wrong = [task for task in tasks if not isinstance(task, dict)]
+    if wrong:
+        raise TypeError(f"{call} returned {text} (a list of {type(wrong[0]).__name__}); {expected}")
+    if len(tasks) != int(n_tasks):
+        raise ValueError(f"{call} returned a list of {len(tasks)} task(s); {expected}")
+    return list(tasks)
