@@ -13,9 +13,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch as th
-from stable_baselines3 import PPO
-from stable_baselines3.common.env_util import make_vec_env
-
 from faulty_envs import (
     EPISODE_LENGTH,
     STEP_FAULTS,
@@ -25,6 +22,9 @@ from faulty_envs import (
     EnvironmentBroke,
     make_faulty_env,
 )
+from stable_baselines3 import PPO
+from stable_baselines3.common.env_util import make_vec_env
+
 from sb3_safemeta import MAMLCostPenalty, MetaCPO, MetaCRPO, SafeAdapter, SafeMetaDual
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -160,7 +160,9 @@ def test_no_episode_message_states_the_per_environment_rule() -> None:
 def test_no_episode_message_gives_the_time_limit_hint() -> None:
     """Was: no hint for an environment that never ends an episode."""
     model = build(SafeAdapter, env=make_vec_env(EndlessTaskEnv, n_envs=2))
-    with pytest.raises(ValueError, match=r"never ends an episode by itself needs a time limit: gymnasium\.wrappers\.TimeLimit"):
+    with pytest.raises(
+        ValueError, match=r"never ends an episode by itself needs a time limit: gymnasium\.wrappers\.TimeLimit"
+    ):
         model.learn(1)
 
 

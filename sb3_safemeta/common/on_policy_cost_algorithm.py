@@ -96,14 +96,27 @@ def check_saved_class(path: str | pathlib.Path | io.BufferedIOBase, cls: type) -
         raise TypeError(f"{path!s} holds a {saved} model, not a {cls.__name__}: load it with {saved}.load(path){hint}")
 
 
-def _check_step(observations: Any, rewards: np.ndarray | None) -> None:
-    """Raise a clear error when an environment returned a NaN or infinite observation or reward."""
+def _check_step(
+    observations: Any,
+    rewards: np.ndarray | None = None,
+    infos: list[dict[str, Any]] | None = None,
+    dones: np.ndarray | None = None,
+) -> None:
+    """Raise a clear error when an environment returned a NaN or infinite observation (terminal ones included) or reward."""
     if isinstance(observations, np.ndarray) and observations.dtype.kind == "f" and not np.all(np.isfinite(observations)):
         bad = np.flatnonzero(~np.isfinite(observations.reshape(len(observations), -1)).all(axis=1))
         raise ValueError(
             f"environment(s) {bad.tolist()} returned a NaN or infinite observation: {observations[bad[0]].tolist()} "
             "(the policy cannot act on it; check the environment's dynamics)"
         )
+    if dones is None or infos is None:
+        return
+    for index in np.flatnonzero(dones):
+        terminal = infos[index].get("terminal_observation")
+        if isinstance(terminal, np.ndarray) and terminal.dtype.kind == "f" and not np.all(np.isfinite(terminal)):
+            raise ValueError(
+                f"environment {index} returned a NaN or infinite observation at the end of an episode: {terminal.tolist()}"
+            )
     if rewards is not None and not np.all(np.isfinite(rewards)):
         bad = np.flatnonzero(~np.isfinite(rewards))
         raise ValueError(f"environment(s) {bad.tolist()} returned a NaN or infinite reward: {rewards[bad].tolist()}")
@@ -356,7 +369,7 @@ class OnPolicyCostAlgorithm(OnPolicyAlgorithm):
         """
         assert self._last_obs is not None, "No previous observation was provided"
         assert isinstance(rollout_buffer, CostRolloutBuffer)
-        _check_step(self._last_obs, None)
+        _check_step(self._last_obs)
         self.policy.set_training_mode(False)
         rollout_buffer.reset()
         self.rollout_episode_returns, self.rollout_episode_costs, self.rollout_episode_lengths = [], [], []
@@ -381,7 +394,7 @@ class OnPolicyCostAlgorithm(OnPolicyAlgorithm):
 
             new_obs, rewards, dones, infos = env.step(clipped_actions)
             costs = self._costs_from_infos(infos)
-            _check_step(new_obs, rewards)
+            _check_step(new_obs, rewards, infos, dones)
             self.num_timesteps += env.num_envs
             callback.update_locals(locals())
             if not callback.on_step():

@@ -135,8 +135,15 @@ def trust_region_step(
     fraction = 1.0
     with th.no_grad():
         for _ in range(max_backtracks):
-            vector_to_parameters((start + fraction * max_step * direction).clone(), parameters)
-            new_kl, improvement = float(kl()), float(surrogate()) - baseline
+            candidate = start + fraction * max_step * direction
+            vector_to_parameters(candidate.clone(), parameters)
+            try:
+                new_kl, improvement = float(kl()), float(surrogate()) - baseline
+            except ValueError:  # a step so long that the policy is no distribution (e.g. a zero std): too long
+                new_kl = improvement = float("nan")
+            if not th.isfinite(candidate).all():
+                new_kl = float("nan")
+            # NaN fails both tests below: the step shrinks
             # the full step lands on the bound of a quadratic KL: allow for rounding
             if new_kl <= max_kl * (1.0 + 1e-6) and improvement > 0:
                 return TrustRegionResult(True, new_kl, improvement, fraction, gradient_norm)
