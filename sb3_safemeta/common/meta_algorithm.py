@@ -30,7 +30,7 @@ from sb3_safemeta.common.on_policy_cost_algorithm import OnPolicyCostAlgorithm
 from sb3_safemeta.common.rollout_data import ADVANTAGE_ESTIMATORS, RolloutData
 from sb3_safemeta.common.tasks import Task, check_sampled_tasks, check_task_distribution, task_cost_limit
 from sb3_safemeta.common.trust_region import MeanKL, TrustRegionResult, trust_region_step
-from sb3_safemeta.common.validation import check_positive
+from sb3_safemeta.common.validation import check_in_range, check_int, check_positive
 
 __all__ = ["OnPolicyMetaAlgorithm"]
 
@@ -120,9 +120,9 @@ class OnPolicyMetaAlgorithm(OnPolicyCostAlgorithm):
         if advantage_estimator not in ADVANTAGE_ESTIMATORS:
             raise ValueError(f"advantage_estimator must be one of {ADVANTAGE_ESTIMATORS}, got {advantage_estimator!r}")
         self.advantage_estimator = advantage_estimator
-        self.meta_batch_size = int(check_positive(meta_batch_size, "meta_batch_size"))
-        self.batch_size = int(check_positive(batch_size, "batch_size"))
-        self.n_critic_epochs = int(check_positive(n_critic_epochs, "n_critic_epochs", strict=False))
+        self.meta_batch_size = check_int(meta_batch_size, "meta_batch_size")
+        self.batch_size = check_int(batch_size, "batch_size")
+        self.n_critic_epochs = check_int(n_critic_epochs, "n_critic_epochs", minimum=0)
 
     def _setup_model(self) -> None:
         if self.env is not None:  # load(path) without an env gives a model for predict(); learn() needs one
@@ -177,12 +177,12 @@ class OnPolicyMetaAlgorithm(OnPolicyCostAlgorithm):
         :param kl_name: the attribute (and constructor argument) that holds the KL bound
         """
         setattr(self, kl_name, check_positive(target_kl, kl_name))
-        self.cg_max_steps = int(check_positive(cg_max_steps, "cg_max_steps"))
+        self.cg_max_steps = check_int(cg_max_steps, "cg_max_steps")
         self.cg_damping = check_positive(cg_damping, "cg_damping", strict=positive_damping)
-        self.line_search_shrinking_factor = check_positive(line_search_shrinking_factor, "line_search_shrinking_factor")
-        if self.line_search_shrinking_factor >= 1.0:
-            raise ValueError(f"line_search_shrinking_factor must be in (0, 1), got {line_search_shrinking_factor!r}")
-        self.line_search_max_iter = int(check_positive(line_search_max_iter, "line_search_max_iter"))
+        self.line_search_shrinking_factor = check_in_range(
+            line_search_shrinking_factor, "line_search_shrinking_factor", 0.0, 1.0, low_open=True, high_open=True
+        )
+        self.line_search_max_iter = check_int(line_search_max_iter, "line_search_max_iter")
 
     def _trust_region_step(
         self, surrogate: Callable[[], th.Tensor], rollouts: list[RolloutData], policy: BasePolicy | None = None

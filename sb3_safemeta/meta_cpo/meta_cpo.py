@@ -41,7 +41,7 @@ from sb3_safemeta.common.meta_algorithm import OnPolicyMetaAlgorithm
 from sb3_safemeta.common.rollout_data import RolloutData
 from sb3_safemeta.common.tasks import Task, task_cost_limit
 from sb3_safemeta.common.trust_region import TrustRegionResult
-from sb3_safemeta.common.validation import check_positive
+from sb3_safemeta.common.validation import check_int, check_positive
 from sb3_safemeta.meta_cpo.cpo_step import CPOStepResult, cpo_step
 from sb3_safemeta.meta_cpo.policies import MlpPolicy
 
@@ -422,7 +422,7 @@ class MetaCPO(OnPolicyMetaAlgorithm):
             raise ValueError(f"meta_gradient must be one of {META_GRADIENTS}, got {meta_gradient!r}")
         self.meta_gradient = meta_gradient
         self.inner_kl = check_positive(inner_kl, "inner_kl")
-        self.inner_cg_max_steps = int(check_positive(inner_cg_max_steps, "inner_cg_max_steps"))
+        self.inner_cg_max_steps = check_int(inner_cg_max_steps, "inner_cg_max_steps")
         self._set_trust_region(
             target_kl, cg_max_steps, cg_damping, line_search_shrinking_factor, line_search_max_iter, positive_damping=True
         )  # the unrolled CG of the inner step needs F + damping I positive definite

@@ -29,7 +29,7 @@ from sb3_safemeta.common.meta_algorithm import OnPolicyMetaAlgorithm
 from sb3_safemeta.common.rollout_data import RolloutData
 from sb3_safemeta.common.tasks import Task, task_cost_limit
 from sb3_safemeta.common.trust_region import ImportanceWeightedSurrogate, MeanKL, TrustRegionResult, trust_region_step
-from sb3_safemeta.common.validation import as_cost_vector, check_positive
+from sb3_safemeta.common.validation import as_cost_vector, check_int, check_positive
 from sb3_safemeta.meta_crpo.policies import MlpPolicy
 
 __all__ = ["CRPOStepResult", "MetaCRPO", "average_distance_update", "crpo_step"]
@@ -251,7 +251,7 @@ class MetaCRPO(OnPolicyMetaAlgorithm):
             device=device,
         )
         self.eta_tol = as_cost_vector(eta_tol, self.n_costs, "eta_tol", allow_negative=False)
-        self.n_inner_steps = int(check_positive(n_inner_steps, "n_inner_steps"))
+        self.n_inner_steps = check_int(n_inner_steps, "n_inner_steps")
         meta_lr = check_positive(meta_lr, "meta_lr")
         if meta_lr > 1.0:
             raise ValueError(f"meta_lr must be in (0, 1] (1: phi becomes the mean of the task parameters), got {meta_lr!r}")

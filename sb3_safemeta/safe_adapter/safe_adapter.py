@@ -26,7 +26,7 @@ from sb3_safemeta.common.adaptation.options import AdaptationOptions, SafeAdapta
 from sb3_safemeta.common.adaptation.parametric import ParametricAdaptResult, adapt_on_rollout, default_episode_cost_range
 from sb3_safemeta.common.on_policy_cost_algorithm import OnPolicyCostAlgorithm
 from sb3_safemeta.common.rollout_data import ADVANTAGE_ESTIMATORS, RolloutData
-from sb3_safemeta.common.validation import check_positive
+from sb3_safemeta.common.validation import check_int
 from sb3_safemeta.safe_adapter.policies import MlpPolicy
 
 SelfSafeAdapter = TypeVar("SelfSafeAdapter", bound="SafeAdapter")
@@ -172,8 +172,8 @@ class SafeAdapter(SafeAdaptationMixin, OnPolicyCostAlgorithm):
         )
         if advantage_estimator not in ADVANTAGE_ESTIMATORS:
             raise ValueError(f"advantage_estimator must be one of {ADVANTAGE_ESTIMATORS}, got {advantage_estimator!r}")
-        self.batch_size = int(check_positive(batch_size, "batch_size"))
-        self.n_critic_epochs = int(check_positive(n_critic_epochs, "n_critic_epochs", strict=False))
+        self.batch_size = check_int(batch_size, "batch_size")
+        self.n_critic_epochs = check_int(n_critic_epochs, "n_critic_epochs", minimum=0)
         self.advantage_estimator = advantage_estimator
         self._set_adaptation_options(
             AdaptationOptions(

@@ -101,9 +101,14 @@ class AdaptationOptions:
             as_cost_vector(getattr(self, name), np.size(getattr(self, name)), name, allow_negative=False)
 
     def check_channels(self, n_costs: int) -> None:
-        """Check that ``lambda_c`` and ``delta_c`` are scalars or have one entry per cost channel (p = ``n_costs``)."""
+        """
+        Check that ``lambda_c`` and ``delta_c`` are scalars or have one entry per cost channel (p = ``n_costs``),
+        and that the dual solver handles p channels.
+        """
         as_cost_vector(self.lambda_c, n_costs, "lambda_c", allow_negative=False)
         as_cost_vector(self.delta_c, n_costs, "delta_c", allow_negative=False)
+        if self.dual_solver == "bisection" and n_costs != 1:  # at construction, not at the first adaptation
+            raise ValueError(f"dual_solver='bisection' needs one cost channel, got n_costs={n_costs}; use 'newton' or 'pgd'")
 
     def solver_kwargs(self) -> dict[str, Any]:
         """:return: the arguments of :func:`~sb3_safemeta.common.adaptation.parametric.parametric_safe_adapt`"""
