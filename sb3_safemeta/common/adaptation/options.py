@@ -54,7 +54,7 @@ class AdaptationOptions:
         longest episode x max(1, its largest step cost), the horizon for indicator costs)
     :param lambda_c_rule: None (``lambda_c`` as given) or ``"prop4"``: each step uses
         max(lambda_c, 4 gamma A_c^max / (visitation_constant (1 - gamma)^2)), Proposition 4's condition with
-        gamma = 1 - 1/H (episode units) and A_c^max the largest |cost advantage| of the rollout, at least the
+        gamma = 1 - 1/H (episode units) and A_c^max the largest absolute cost advantage of the rollout, at least the
         largest step cost (1 for indicator costs: a rollout that saw no cost still bounds a step into the hazard)
     :param visitation_constant: eta * alpha of Assumption 2 for ``"prop4"`` (in (0, 1]; 1, the default, is the
         least conservative value the assumption allows)
