@@ -32,13 +32,22 @@ from sb3_safemeta.common.run_dir import (
 TINY = ["--meta-batch-size", "2", "--n-envs", "2", "--n-steps", "100", "--test-tasks", "1", "--adapt-steps", "1",
         "--no-baseline"]  # fmt: skip
 REPO = pathlib.Path(__file__).resolve().parents[1]
-HOLD_LOCK = """
+# the children load run_dir.py alone (standard library only): no torch import, they start in milliseconds
+LOAD_RUN_DIR = f"""
+import importlib.util
+spec = importlib.util.spec_from_file_location("run_dir", {str(REPO / "sb3_safemeta" / "common" / "run_dir.py")!r})
+run_dir = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(run_dir)
+"""
+HOLD_LOCK = (
+    LOAD_RUN_DIR
+    + """
 import sys, time
-from sb3_safemeta.common.run_dir import RunLock
-RunLock(sys.argv[1]).acquire()
+run_dir.RunLock(sys.argv[1]).acquire()
 print('locked', flush=True)
 time.sleep(120)
 """
+)
 
 
 def python_child(code: str, *args: str) -> subprocess.Popen:
@@ -120,13 +129,15 @@ def test_a_failed_write_leaves_the_old_file(tmp_path: pathlib.Path) -> None:
     assert sorted(path.name for path in tmp_path.iterdir()) == ["meta_test.json"]
 
 
-KEEP_WRITING = """
+KEEP_WRITING = (
+    LOAD_RUN_DIR
+    + """
 import sys
-from sb3_safemeta.common.run_dir import atomic_write_bytes
 print('writing', flush=True)
 for index in range(10_000):
-    atomic_write_bytes(sys.argv[1], bytes([index % 250 + 1]) * 3_000_000)
+    run_dir.atomic_write_bytes(sys.argv[1], bytes([index % 250 + 1]) * 3_000_000)
 """
+)
 
 
 def test_kill_9_during_writes_leaves_a_complete_file(tmp_path: pathlib.Path) -> None:
@@ -147,6 +158,22 @@ def test_kill_9_during_writes_leaves_a_complete_file(tmp_path: pathlib.Path) -> 
 
 
 # ---------------------------------------------------------------- the main job
+def test_a_main_job_on_a_locked_out_stops_before_writing(tmp_path: pathlib.Path) -> None:
+    """Finding 1, fast: the folder is held by another process; the main job names it and writes nothing."""
+    child = python_child(HOLD_LOCK, str(tmp_path))
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLockedError, match=f"pid {child.pid} on host"):
+            main([*TINY, "--meta-iterations", "1", "--out", str(tmp_path)])
+        assert sorted(path.name for path in tmp_path.iterdir()) == [".lock"]
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    main([*TINY, "--meta-iterations", "1", "--out", str(tmp_path)])  # the holder died: its lock is taken over
+    assert json.loads((tmp_path / "run.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.expensive
 def test_two_main_jobs_on_one_out(tmp_path: pathlib.Path) -> None:
     """Finding 1: the second job stops with the holder's pid before it writes anything; the first is intact."""
     code = "import sys\nfrom sb3_safemeta.__main__ import main\nmain(sys.argv[1:])\n"
@@ -171,10 +198,13 @@ class Killed(BaseException):
     """Stands for kill -9 in-process: nothing after it runs (the lock is released as the kernel would)."""
 
 
-def kill_after_meta_iteration(monkeypatch: pytest.MonkeyPatch, iteration: int) -> None:
+def kill_after_meta_iteration(monkeypatch: pytest.MonkeyPatch, iteration: int, before_checkpoint: bool = False) -> None:
+    """Die at the end of meta-iteration ``iteration``: after its progress row, before or after its checkpoint."""
     original = callbacks_module.MetaCheckpointCallback._on_meta_iteration_end
 
     def dying(self: callbacks_module.MetaCheckpointCallback) -> bool:
+        if before_checkpoint and self.model.meta_iterations == iteration:
+            raise Killed
         result = original(self)
         if self.model.meta_iterations == iteration:
             raise Killed
@@ -187,18 +217,18 @@ def test_resume_after_a_kill_logs_each_iteration_once_and_matches_an_uninterrupt
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Finding 6: iterations redone after the checkpoint appeared twice in the progress log."""
-    arguments = [*TINY, "--meta-iterations", "3", "--checkpoint-every", "2"]
+    arguments = [*TINY, "--meta-iterations", "2", "--checkpoint-every", "1"]
     main([*arguments, "--out", str(tmp_path / "whole")])
     with monkeypatch.context() as patch:
-        kill_after_meta_iteration(patch, 3)  # iteration 3 is logged, the checkpoint holds iteration 2
+        kill_after_meta_iteration(patch, 2, before_checkpoint=True)  # iteration 2 is logged, the checkpoint holds 1
         with pytest.raises(Killed):
             main([*arguments, "--out", str(tmp_path / "cut")])
-    assert progress_iterations(tmp_path / "cut" / "progress.csv") == [1, 2, 3]
+    assert progress_iterations(tmp_path / "cut" / "progress.csv") == [1, 2]
     assert json.loads((tmp_path / "cut" / "run.json").read_text())["status"] == "training"
     main(["--resume", "--out", str(tmp_path / "cut")])  # the run's options come from run.json
     whole, cut = progress_rows(tmp_path / "whole" / "progress.csv"), progress_rows(tmp_path / "cut" / "progress.csv")
-    assert sorted(cut) == [1, 2, 3]
-    for iteration in (1, 2, 3):  # the resumed run is bit-identical: the same logged values, the timings aside
+    assert sorted(cut) == [1, 2]
+    for iteration in (1, 2):  # the resumed run is bit-identical: the same logged values, the timings aside
         for key, value in whole[iteration].items():
             if not key.startswith("time/"):
                 assert cut[iteration][key] == value, (iteration, key)
@@ -307,3 +337,26 @@ def test_cli_options_are_checked_before_any_work(
     assert caught.value.code == 2
     assert expected in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # nothing was written
+
+
+@pytest.mark.expensive
+def test_kill_9_of_the_main_job_during_training_then_resume(tmp_path: pathlib.Path) -> None:
+    """A real kill -9 after the first checkpoint: the resumed run takes over the stale lock and ends like a whole run."""
+    code = "import sys\nfrom sb3_safemeta.__main__ import main\nmain(sys.argv[1:])\n"
+    arguments = [*TINY, "--meta-iterations", "4", "--checkpoint-every", "1"]
+    job = python_child(code, *arguments, "--out", str(tmp_path / "cut"))
+    checkpoint = tmp_path / "cut" / "checkpoints" / "safemeta_latest.zip"
+    deadline = time.time() + 120
+    while not checkpoint.exists():
+        assert job.poll() is None and time.time() < deadline, job.communicate()
+        time.sleep(0.05)
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    assert json.loads((tmp_path / "cut" / "run.json").read_text())["status"] == "training"
+    main(["--resume", "--out", str(tmp_path / "cut")])
+    main([*arguments, "--out", str(tmp_path / "whole")])
+    assert progress_iterations(tmp_path / "cut" / "progress.csv") == [1, 2, 3, 4]
+    cut, whole = progress_rows(tmp_path / "cut" / "progress.csv"), progress_rows(tmp_path / "whole" / "progress.csv")
+    for iteration in (1, 2, 3, 4):
+        assert cut[iteration]["meta/meta_policy_return"] == whole[iteration]["meta/meta_policy_return"], iteration
+    assert not [path for path in (tmp_path / "cut").rglob("*") if ".tmp" in path.name]
