@@ -257,3 +257,17 @@ def test_errors_are_raised_before_any_environment_is_built() -> None:
     with pytest.raises(ValueError, match="n_steps"):
         SafeMetaDual("MlpPolicy", "NoSuchEnv-v0", n_steps=0)
     assert built == []
+
+
+def test_callback_and_meta_test_counts_are_integers() -> None:
+    """A fractional count was truncated silently (save_freq=1.5 saved every iteration, n_adapt_steps=0.5 ran 0)."""
+    from sb3_safemeta.common.callbacks import MetaCheckpointCallback, StopTrainingOnMetaIterations
+
+    with pytest.raises(ValueError, match=r"save_freq must be an integer >= 1, got 1\.5"):
+        MetaCheckpointCallback(1.5, "unused")
+    with pytest.raises(ValueError, match=r"max_meta_iterations must be an integer >= 1, got 0"):
+        StopTrainingOnMetaIterations(0)
+    model = build(SafeMetaDual)
+    for value in (0.5, -1):
+        with pytest.raises(ValueError, match=rf"n_adapt_steps must be an integer >= 0, got {value}"):
+            model.meta_test(n_tasks=1, n_adapt_steps=value)

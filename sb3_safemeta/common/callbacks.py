@@ -10,6 +10,7 @@ import pathlib
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
 from sb3_safemeta.common.run_dir import atomic_path
+from sb3_safemeta.common.validation import check_int
 
 __all__ = ["MetaCheckpointCallback", "MetaIterationCallback", "StopTrainingOnMetaIterations", "call_meta_iteration_end"]
 
@@ -77,8 +78,7 @@ class MetaCheckpointCallback(MetaIterationCallback):
         verbose: int = 0,
     ) -> None:
         super().__init__(verbose)
-        if int(save_freq) < 1:
-            raise ValueError(f"save_freq must be a positive number of meta-iterations, got {save_freq!r}")
+        save_freq = check_int(save_freq, "save_freq")
         self.save_freq, self.save_path, self.name_prefix, self.keep_all = (
             int(save_freq),
             pathlib.Path(save_path),
@@ -119,8 +119,7 @@ class StopTrainingOnMetaIterations(MetaIterationCallback):
 
     def __init__(self, max_meta_iterations: int, verbose: int = 0) -> None:
         super().__init__(verbose)
-        if int(max_meta_iterations) < 1:
-            raise ValueError(f"max_meta_iterations must be a positive integer, got {max_meta_iterations!r}")
+        max_meta_iterations = check_int(max_meta_iterations, "max_meta_iterations")
         self.max_meta_iterations = int(max_meta_iterations)
 
     def _on_meta_iteration_end(self) -> bool:

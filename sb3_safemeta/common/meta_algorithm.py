@@ -341,8 +341,7 @@ class OnPolicyMetaAlgorithm(OnPolicyCostAlgorithm):
         if self.env is None:
             name = type(self).__name__
             raise ValueError(f"meta_test needs the task distribution: {name}.load(path, env=...) or set_env(env)")
-        if int(n_adapt_steps) < 0:
-            raise ValueError(f"n_adapt_steps must be >= 0, got {n_adapt_steps!r}")
+        check_int(n_adapt_steps, "n_adapt_steps", minimum=0)
 
     @contextmanager
     def _off_the_record(self, seed: int) -> Iterator[BaseCallback]:
