@@ -321,3 +321,23 @@ def test_proposition4_lambda_c_sets_the_kl_radius():
         SafeAdapter("MlpPolicy", model.env, lambda_c_rule="prop5")
     with pytest.raises(ValueError, match="visitation_constant"):
         SafeAdapter("MlpPolicy", model.env, lambda_c_rule="prop4", visitation_constant=2.0)
+
+
+def test_margin_options_survive_save_load_and_from_meta(tmp_path):
+    from stable_baselines3.common.env_util import make_vec_env
+
+    import sb3_safemeta.envs  # noqa: F401
+    from sb3_safemeta.safe_adapter import SafeAdapter
+    from sb3_safemeta.safe_meta_dual import SafeMetaDual
+
+    env = make_vec_env("SafeMetaPointNav-v0", n_envs=2, seed=0)
+    options = dict(cost_confidence=0.95, episode_cost_range=100.0, lambda_c_rule="prop4", visitation_constant=0.5)
+    SafeMetaDual("MlpPolicy", env, n_steps=100, **options).save(tmp_path / "meta.zip")
+    adapter = SafeAdapter.from_meta(tmp_path / "meta.zip", env)
+    assert {key: getattr(adapter, key) for key in options} == options
+    adapter.save(tmp_path / "adapter.zip")
+    assert SafeAdapter.load(tmp_path / "adapter.zip", env=env).adaptation.cost_confidence == 0.95
+    with pytest.raises(ValueError, match="cost_confidence"):
+        SafeMetaDual("MlpPolicy", env, cost_confidence=1.5)
+    with pytest.raises(ValueError, match="cost_bound"):
+        SafeAdapter("MlpPolicy", env, cost_bound="student")

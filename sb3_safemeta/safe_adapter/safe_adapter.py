@@ -30,6 +30,8 @@ from sb3_safemeta.common.validation import check_int
 from sb3_safemeta.safe_adapter.policies import MlpPolicy
 
 SelfSafeAdapter = TypeVar("SelfSafeAdapter", bound="SafeAdapter")
+# the rare-cost options of A^s that from_meta carries over from a saved model
+_MARGIN = ("cost_confidence", "cost_bound", "episode_cost_range", "lambda_c_rule", "visitation_constant")
 
 
 class SafeAdapter(SafeAdaptationMixin, OnPolicyCostAlgorithm):
@@ -337,7 +339,7 @@ class SafeAdapter(SafeAdaptationMixin, OnPolicyCostAlgorithm):
             raise ValueError(f"{path!s} is not an SB3 model zip with policy weights")
         saved: dict[str, Any] = {
             key: data[key]
-            for key in ("cost_limit", "lambda_", "lambda_c", "delta_c", "gamma", "gae_lambda", "advantage_estimator")
+            for key in ("cost_limit", "lambda_", "lambda_c", "delta_c", "gamma", "gae_lambda", "advantage_estimator", *_MARGIN)
             if key in data
         }
         policy_kwargs = dict(data.get("policy_kwargs") or {})
