@@ -25,6 +25,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import safe_mean, set_random_seed
 
 from sb3_safemeta.common.callbacks import call_meta_iteration_end
+from sb3_safemeta.common.distributed import TaskParallelMixin, check_n_workers
 from sb3_safemeta.common.evaluation import MetaTestReport
 from sb3_safemeta.common.on_policy_cost_algorithm import OnPolicyCostAlgorithm
 from sb3_safemeta.common.rollout_data import ADVANTAGE_ESTIMATORS, RolloutData
@@ -47,13 +48,15 @@ class _Silent(BaseCallback):
         return True
 
 
-class OnPolicyMetaAlgorithm(OnPolicyCostAlgorithm):
+class OnPolicyMetaAlgorithm(TaskParallelMixin, OnPolicyCostAlgorithm):
     """
     Base class of the meta-learners. The environment is a task distribution (``sample_tasks``, ``set_task``,
     ``get_task``: :mod:`sb3_safemeta.common.tasks`); one rollout buffer serves every policy the algorithm
     rolls out (the meta-policy, adapted or task policies).
 
-    A subclass implements :meth:`_meta_iteration` and ``meta_test`` (with :meth:`_run_meta_test`).
+    A subclass implements :meth:`_meta_iteration` and ``meta_test`` (with :meth:`_run_meta_test`). The per-task
+    work of a meta-iteration goes through :meth:`_map_task_units`, which runs it in-process (``n_workers=0``) or
+    on Ray workers (:mod:`sb3_safemeta.common.distributed`), with the same values.
     """
 
     # meta-iterations done; the task generator is the source of every meta-iteration's seed. Both are
@@ -88,9 +91,12 @@ class OnPolicyMetaAlgorithm(OnPolicyCostAlgorithm):
         verbose: int,
         seed: int | None,
         device: th.device | str,
+        n_workers: int = 0,
+        ray_address: str | None = None,
     ) -> None:
         """
-        The arguments every meta-learner has (documented by the subclasses); validated here. The actor is never
+        The arguments every meta-learner has (documented by the subclasses); validated here. ``n_workers`` and
+        ``ray_address``: see :mod:`sb3_safemeta.common.distributed` (docs/guide/distributed.md). The actor is never
         trained by SB3's gradient loss (no entropy bonus, gSDE or gradient clipping of its own); Box and Discrete
         action spaces. The subclass calls ``_setup_model`` once its own hyper-parameters are set.
         """
@@ -123,6 +129,8 @@ class OnPolicyMetaAlgorithm(OnPolicyCostAlgorithm):
         self.meta_batch_size = check_int(meta_batch_size, "meta_batch_size")
         self.batch_size = check_int(batch_size, "batch_size")
         self.n_critic_epochs = check_int(n_critic_epochs, "n_critic_epochs", minimum=0)
+        self.n_workers, self.ray_address = check_n_workers(n_workers, ray_address)
+        self._check_parallel(self.n_workers)
 
     def _setup_model(self) -> None:
         if self.env is not None:  # load(path) without an env gives a model for predict(); learn() needs one
@@ -310,18 +318,24 @@ class OnPolicyMetaAlgorithm(OnPolicyCostAlgorithm):
                 self.logger.record(f"{prefix}_cost_max", float(np.max(costs)))
                 self.logger.record(f"{prefix}_cost_mean", float(np.mean(costs)))
 
-    def _seed_iteration(self) -> None:
+    def _seed_iteration(self) -> int:
         """
         Seed this meta-iteration's randomness from the task generator: action noise (torch), critic
         minibatches (numpy's global generator) and the environments' resets. A meta-iteration is then a
         function of (parameters, optimizers, task generator state), all of which a checkpoint saves, so a
         run resumed from a checkpoint is bit-identical to an uninterrupted one (``load`` alone would re-seed
         every generator from ``seed``). Consequence: ``learn()`` re-seeds the global torch and numpy generators.
+
+        :return: the iteration's seed, from which :meth:`_map_task_units` seeds every task's units
         """
         assert self.task_rng is not None and self.env is not None
         seed = int(self.task_rng.integers(2**31 - 1))
         set_random_seed(seed, using_cuda=self.device.type == "cuda")
         self.env.seed(seed)  # used at the next reset, i.e. the first rollout of this iteration
+        return seed
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_task_pool", "_meta_test_call"]
 
     def _setup_learn(
         self,
@@ -395,15 +409,26 @@ class OnPolicyMetaAlgorithm(OnPolicyCostAlgorithm):
         )
         has_bounds = True
         limits = np.zeros((len(tasks), self.n_costs))
+        worker_reports = self._meta_test_reports(tasks)  # None in-process; else one report per task, from the workers
         for index, task in enumerate(tasks):
             limits[index] = task_cost_limit(task, self.cost_limit, self.n_costs)
-            for step, rollout in enumerate(adaptation_chain(task, limits[index].copy())):
-                returns[index, step], costs[index, step] = rollout.episode_return, rollout.episode_cost
+            if worker_reports is not None:  # the same rows, computed on the workers
+                row = worker_reports[index]
+                returns[index], costs[index] = row.returns[0], row.costs[0]
                 if evaluate is not None:
-                    eval_returns[index, step], eval_costs[index, step], bound = evaluate(task)
-                    has_bounds = has_bounds and bound is not None
-                    if bound is not None:
-                        eval_bounds[index, step] = bound
+                    eval_returns[index], eval_costs[index] = row.eval_returns[0], row.eval_costs[0]
+                    has_bounds = has_bounds and row.eval_cost_bounds is not None
+                    if row.eval_cost_bounds is not None:
+                        eval_bounds[index] = row.eval_cost_bounds[0]
+            else:
+                self._seed_meta_test_task(index)  # each chain seeded from (seed, task index): the same on a worker
+                for step, rollout in enumerate(adaptation_chain(task, limits[index].copy())):
+                    returns[index, step], costs[index, step] = rollout.episode_return, rollout.episode_cost
+                    if evaluate is not None:
+                        eval_returns[index, step], eval_costs[index, step], bound = evaluate(task)
+                        has_bounds = has_bounds and bound is not None
+                        if bound is not None:
+                            eval_bounds[index, step] = bound
             if verbose:
                 line = f"task {index}: returns {np.round(returns[index], 1).tolist()} max cost {costs[index, :, 0].max():.1f}"
                 if evaluate is not None:

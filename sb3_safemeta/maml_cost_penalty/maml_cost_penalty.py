@@ -25,6 +25,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 
+from sb3_safemeta.common.distributed import parallel_meta_test
 from sb3_safemeta.common.evaluation import MetaTestReport
 from sb3_safemeta.common.functional_policy import (
     actor_parameter_dict,
@@ -219,6 +220,10 @@ class MAMLCostPenalty(OnPolicyMetaAlgorithm):
     :param seed: seed for the pseudo random generators and the task sampler; every meta-iteration re-seeds torch
         and the environments from the task sampler, whose state is saved (as SafeMetaDual)
     :param device: device (cpu, cuda, ...) on which the code should be run
+    :param n_workers: 0 (default): every task's work runs in this process; N > 0: on N Ray workers, with the same
+        result (``advantage_estimator="mc"``; docs/guide/distributed.md)
+    :param ray_address: with ``n_workers > 0``: None starts a local Ray instance, ``"auto"`` or ``"host:port"``
+        joins a running cluster
     :param _init_setup_model: whether or not to build the network at the creation of the instance
     """
 
@@ -252,6 +257,8 @@ class MAMLCostPenalty(OnPolicyMetaAlgorithm):
         verbose: int = 0,
         seed: int | None = None,
         device: th.device | str = "auto",
+        n_workers: int = 0,
+        ray_address: str | None = None,
         _init_setup_model: bool = True,
     ):
         super().__init__(
@@ -273,6 +280,8 @@ class MAMLCostPenalty(OnPolicyMetaAlgorithm):
             verbose=verbose,
             seed=seed,
             device=device,
+            n_workers=n_workers,
+            ray_address=ray_address,
         )
         self.cost_penalty = as_cost_vector(cost_penalty, self.n_costs, "cost_penalty", allow_negative=False)
         self.inner_lr = check_positive(inner_lr, "inner_lr")
@@ -308,31 +317,16 @@ class MAMLCostPenalty(OnPolicyMetaAlgorithm):
     def _meta_iteration(self, callback: BaseCallback) -> bool:
         """One meta-iteration of MAML-TRPO over a batch of tasks. :return: False if a callback stopped training"""
         tasks = self.sample_tasks(self.meta_batch_size)
-        self._seed_iteration()
-        phi = actor_parameter_dict(self.policy)
-        meta_rollouts: list[RolloutData] = []
-        adapted_rollouts: list[RolloutData] = []
-        inner_data: list[SampleSet] = []
-        inner_kls: list[float] = []
-        for task in tasks:
-            # pre-update data of pi_phi, then the inner step theta' = phi + alpha * grad E[ratio X]
-            meta_rollout = self._collect(self.policy, task, callback, self.policy.optimizer)
-            if meta_rollout is None:
-                return False
-            data = self._inner_data(meta_rollout, self.policy)
-            adapted = inner_step(
-                self.policy, phi, data.observations, data.actions, data.advantages, self.inner_lr, create_graph=False
-            )
-            load_actor_parameters(self.adapted_policy, adapted)
-            with th.no_grad():  # E_s[KL(pi_phi || pi_theta')] on the pre-update states
-                inner_kls.append(mean_kl(self.policy, self.adapted_policy, data.observations))
-            # post-update data of pi_theta' on the same task
-            adapted_rollout = self._collect(self.adapted_policy, task, callback, self.policy.optimizer)
-            if adapted_rollout is None:
-                return False
-            meta_rollouts.append(meta_rollout)
-            adapted_rollouts.append(adapted_rollout)
-            inner_data.append(data)
+        seed = self._seed_iteration()
+        # per task: pre-update data of pi_phi, the inner step, post-update data of pi_theta' (a task unit)
+        results = self._map_task_units("inner_step", seed, [(i, (task,)) for i, task in enumerate(tasks)], callback)
+        if results is None:
+            return False
+        meta_rollouts: list[RolloutData] = [meta_rollout for meta_rollout, _, _ in results]
+        adapted_rollouts: list[RolloutData] = [adapted_rollout for _, adapted_rollout, _ in results]
+        inner_kls = [kl for _, _, kl in results]
+        # the outer step differentiates through the inner step: its data, read again here with pi_phi
+        inner_data = [self._inner_data(meta_rollout, self.policy) for meta_rollout in meta_rollouts]
 
         step = self._meta_step(inner_data, adapted_rollouts, meta_rollouts)
 
@@ -346,6 +340,35 @@ class MAMLCostPenalty(OnPolicyMetaAlgorithm):
         self._record_trust_region_step(step)
         return True
 
+    def _unit_inner_step(
+        self, task_index: int, task: Task, *, callback: BaseCallback
+    ) -> tuple[RolloutData, RolloutData, float] | None:
+        """
+        One task of a meta-iteration: a rollout of pi_phi, the inner step theta' = phi + alpha * grad E[ratio X]
+        and a rollout of pi_theta' on the same task.
+
+        :return: (pi_phi's rollout, pi_theta''s rollout, E_s[KL(pi_phi || pi_theta')]), or None if a callback
+            stopped training
+        """
+        meta_rollout = self._collect(self.policy, task, callback, self.policy.optimizer)
+        if meta_rollout is None:
+            return None
+        data = self._inner_data(meta_rollout, self.policy)
+        adapted = inner_step(
+            self.policy,
+            actor_parameter_dict(self.policy),
+            data.observations,
+            data.actions,
+            data.advantages,
+            self.inner_lr,
+            create_graph=False,
+        )
+        load_actor_parameters(self.adapted_policy, adapted)
+        with th.no_grad():  # E_s[KL(pi_phi || pi_theta')] on the pre-update states
+            inner_kl = mean_kl(self.policy, self.adapted_policy, data.observations)
+        adapted_rollout = self._collect(self.adapted_policy, task, callback, self.policy.optimizer)
+        return None if adapted_rollout is None else (meta_rollout, adapted_rollout, inner_kl)
+
     def _meta_step(
         self, inner_data: list[SampleSet], adapted_rollouts: list[RolloutData], meta_rollouts: list[RolloutData]
     ) -> TrustRegionResult:
@@ -357,6 +380,7 @@ class MAMLCostPenalty(OnPolicyMetaAlgorithm):
         return self._trust_region_step(MAMLSurrogate(self.policy, inner_data, post_samples, self.inner_lr), meta_rollouts)
 
     # ------------------------------------------------------------------ meta-test
+    @parallel_meta_test
     def meta_test(
         self,
         n_tasks: int = 20,
@@ -365,6 +389,7 @@ class MAMLCostPenalty(OnPolicyMetaAlgorithm):
         seed: int = 10_000,
         save_path: str | pathlib.Path | None = None,
         verbose: int = 0,
+        n_workers: int | None = None,
     ) -> MetaTestReport:
         """
         Adapt the meta-policy to unseen tasks as MAML does: pi_[0] = pi_phi, pi_[k+1] = pi_[k] + one plain inner
@@ -377,6 +402,8 @@ class MAMLCostPenalty(OnPolicyMetaAlgorithm):
         :param seed: seed of the test-task draw (distinct from training draws) and of the rollouts
         :param save_path: if given, write ``<save_path>.csv/.json`` and ``<save_path>.png``
         :param verbose: print one line per task
+        :param n_workers: run the test tasks on this many Ray workers (None: the model's ``n_workers``); the
+            report is the same for any number (each task's chain is seeded from ``seed`` and its index)
         :return: the anytime-safety report
         """
         self._check_meta_test(n_adapt_steps)

@@ -29,6 +29,7 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from torch import nn
 from torch.func import functional_call
 
+from sb3_safemeta.common.distributed import parallel_meta_test
 from sb3_safemeta.common.evaluation import MetaTestReport
 from sb3_safemeta.common.functional_policy import (
     actor_parameter_dict,
@@ -360,6 +361,10 @@ class MetaCPO(OnPolicyMetaAlgorithm):
     :param seed: seed for the pseudo random generators and the task sampler; every meta-iteration re-seeds torch
         and the environments from the task sampler, whose state is saved (as SafeMetaDual)
     :param device: device (cpu, cuda, ...) on which the code should be run
+    :param n_workers: 0 (default): every task's work runs in this process; N > 0: on N Ray workers, with the same
+        result (``advantage_estimator="mc"``; docs/guide/distributed.md)
+    :param ray_address: with ``n_workers > 0``: None starts a local Ray instance, ``"auto"`` or ``"host:port"``
+        joins a running cluster
     :param _init_setup_model: whether or not to build the network at the creation of the instance
     """
 
@@ -394,6 +399,8 @@ class MetaCPO(OnPolicyMetaAlgorithm):
         verbose: int = 0,
         seed: int | None = None,
         device: th.device | str = "auto",
+        n_workers: int = 0,
+        ray_address: str | None = None,
         _init_setup_model: bool = True,
     ):
         super().__init__(
@@ -415,6 +422,8 @@ class MetaCPO(OnPolicyMetaAlgorithm):
             verbose=verbose,
             seed=seed,
             device=device,
+            n_workers=n_workers,
+            ray_address=ray_address,
         )
         if self.n_costs != 1:
             raise ValueError(f"n_costs must be 1 for MetaCPO (CPO's single constraint), got {self.n_costs}")
@@ -478,27 +487,22 @@ class MetaCPO(OnPolicyMetaAlgorithm):
     def _meta_iteration(self, callback: BaseCallback) -> bool:
         """One meta-iteration of meta-CPO over a batch of tasks. :return: False if a callback stopped training"""
         tasks = self.sample_tasks(self.meta_batch_size)
-        self._seed_iteration()
+        seed = self._seed_iteration()
         limits = [task_cost_limit(task, self.cost_limit, self.n_costs) for task in tasks]
-        meta_rollouts: list[RolloutData] = []
-        adapted_rollouts: list[RolloutData] = []
-        inner_data: list[CPOData] = []
-        steps: list[CPOStepResult] = []
-        inner_kls: list[float] = []
-        for task, limit in zip(tasks, limits, strict=True):
-            meta_rollout = self._collect(self.policy, task, callback, self.policy.optimizer)
-            if meta_rollout is None:
-                return False
-            data = self._inner_data(meta_rollout, self.policy, limit)  # type: ignore[arg-type]
-            self.adapted_policy.load_state_dict(self.policy.state_dict())
-            steps.append(self.adapt(self.adapted_policy, data))  # type: ignore[arg-type]
-            inner_kls.append(mean_kl(self.policy, self.adapted_policy, data.observations))
-            adapted_rollout = self._collect(self.adapted_policy, task, callback, self.policy.optimizer)
-            if adapted_rollout is None:
-                return False
-            meta_rollouts.append(meta_rollout)
-            adapted_rollouts.append(adapted_rollout)
-            inner_data.append(data)
+        # per task: pi_phi's rollout, the CPO step from phi, pi_theta''s rollout (a task unit)
+        items = [(i, (task, limit)) for i, (task, limit) in enumerate(zip(tasks, limits, strict=True))]
+        results = self._map_task_units("inner_step", seed, items, callback)
+        if results is None:
+            return False
+        meta_rollouts: list[RolloutData] = [result[0] for result in results]
+        adapted_rollouts: list[RolloutData] = [result[1] for result in results]
+        steps: list[CPOStepResult] = [result[2] for result in results]
+        inner_kls = [result[3] for result in results]
+        # the outer step differentiates through the CPO step: its data, read again here with pi_phi
+        inner_data = [
+            self._inner_data(meta_rollout, self.policy, limit)  # type: ignore[arg-type]
+            for meta_rollout, limit in zip(meta_rollouts, limits, strict=True)
+        ]
 
         meta_start = time.time()
         step = self._meta_step(inner_data, adapted_rollouts, meta_rollouts)
@@ -514,6 +518,26 @@ class MetaCPO(OnPolicyMetaAlgorithm):
         self._record_trust_region_step(step)
         self.logger.record("time/meta_step_seconds", time.time() - meta_start)
         return True
+
+    def _unit_inner_step(
+        self, task_index: int, task: Task, cost_limit: np.ndarray, *, callback: BaseCallback
+    ) -> tuple[RolloutData, RolloutData, CPOStepResult, float] | None:
+        """
+        One task of a meta-iteration: a rollout of pi_phi, the CPO step theta' from phi on it and a rollout of
+        pi_theta' on the same task.
+
+        :return: (pi_phi's rollout, pi_theta''s rollout, the CPO step, E_s[KL(pi_phi || pi_theta')]), or None if a
+            callback stopped training
+        """
+        meta_rollout = self._collect(self.policy, task, callback, self.policy.optimizer)
+        if meta_rollout is None:
+            return None
+        data = self._inner_data(meta_rollout, self.policy, cost_limit)  # type: ignore[arg-type]
+        self.adapted_policy.load_state_dict(self.policy.state_dict())
+        step = self.adapt(self.adapted_policy, data)  # type: ignore[arg-type]
+        inner_kl = mean_kl(self.policy, self.adapted_policy, data.observations)
+        adapted_rollout = self._collect(self.adapted_policy, task, callback, self.policy.optimizer)
+        return None if adapted_rollout is None else (meta_rollout, adapted_rollout, step, inner_kl)
 
     def _meta_step(
         self, inner_data: list[CPOData], adapted_rollouts: list[RolloutData], meta_rollouts: list[RolloutData]
@@ -535,6 +559,7 @@ class MetaCPO(OnPolicyMetaAlgorithm):
         return self._trust_region_step(surrogate, meta_rollouts)
 
     # ------------------------------------------------------------------ meta-test
+    @parallel_meta_test
     def meta_test(
         self,
         n_tasks: int = 20,
@@ -543,6 +568,7 @@ class MetaCPO(OnPolicyMetaAlgorithm):
         seed: int = 10_000,
         save_path: str | pathlib.Path | None = None,
         verbose: int = 0,
+        n_workers: int | None = None,
     ) -> MetaTestReport:
         """
         Adapt the meta-policy to unseen tasks by CPO: pi_[0] = pi_phi, pi_[k+1] = pi_[k] + the CPO step on a rollout
@@ -555,6 +581,8 @@ class MetaCPO(OnPolicyMetaAlgorithm):
         :param seed: seed of the test-task draw (distinct from training draws) and of the rollouts
         :param save_path: if given, write ``<save_path>.csv/.json`` and ``<save_path>.png``
         :param verbose: print one line per task
+        :param n_workers: run the test tasks on this many Ray workers (None: the model's ``n_workers``); the
+            report is the same for any number (each task's chain is seeded from ``seed`` and its index)
         :return: the anytime-safety report
         """
         self._check_meta_test(n_adapt_steps)

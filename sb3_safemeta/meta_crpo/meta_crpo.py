@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from sb3_safemeta.common.adaptation.batch import AdaptationBatch
+from sb3_safemeta.common.distributed import parallel_meta_test
 from sb3_safemeta.common.evaluation import MetaTestReport
 from sb3_safemeta.common.meta_algorithm import OnPolicyMetaAlgorithm
 from sb3_safemeta.common.rollout_data import RolloutData
@@ -193,12 +194,18 @@ class MetaCRPO(OnPolicyMetaAlgorithm):
     :param seed: seed for the pseudo random generators and the task sampler; every meta-iteration re-seeds
         torch, numpy and the environments from the task sampler, whose state is saved (as in SafeMetaDual)
     :param device: device (cpu, cuda, ...) on which the code should be run
+    :param n_workers: 0 (default): every task's work runs in this process; N > 0: on N Ray workers, with the same
+        result (``advantage_estimator="mc"``; docs/guide/distributed.md)
+    :param ray_address: with ``n_workers > 0``: None starts a local Ray instance, ``"auto"`` or ``"host:port"``
+        joins a running cluster
     :param _init_setup_model: whether or not to build the network at the creation of the instance
     """
 
     adapt_kl: float  # KL bound of the CRPO steps (set by _set_trust_region)
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
+    # every task starts from phi's critics with an optimizer of its own: tasks are independent with "gae" too
+    parallel_advantage_estimators = ("mc", "gae")
 
     def __init__(
         self,
@@ -228,6 +235,8 @@ class MetaCRPO(OnPolicyMetaAlgorithm):
         verbose: int = 0,
         seed: int | None = None,
         device: th.device | str = "auto",
+        n_workers: int = 0,
+        ray_address: str | None = None,
         _init_setup_model: bool = True,
     ):
         super().__init__(
@@ -249,6 +258,8 @@ class MetaCRPO(OnPolicyMetaAlgorithm):
             verbose=verbose,
             seed=seed,
             device=device,
+            n_workers=n_workers,
+            ray_address=ray_address,
         )
         self.eta_tol = as_cost_vector(eta_tol, self.n_costs, "eta_tol", allow_negative=False)
         self.n_inner_steps = check_int(n_inner_steps, "n_inner_steps")
@@ -299,23 +310,18 @@ class MetaCRPO(OnPolicyMetaAlgorithm):
         :return: False if a callback stopped training
         """
         tasks = self.sample_tasks(self.meta_batch_size)
-        self._seed_iteration()
+        seed = self._seed_iteration()
         phi = parameters_to_vector(self.policy.parameters()).detach().clone()
-        task_parameters: list[th.Tensor] = []
-        meta_rollouts: list[RolloutData] = []  # the first rollout of every task: pi_phi's
-        adapted_rollouts: list[RolloutData] = []  # rollouts of task policies after at least one CRPO step
-        steps: list[CRPOStepResult] = []
-        for task in tasks:
-            limit = task_cost_limit(task, self.cost_limit, self.n_costs)
-            self.task_policy.load_state_dict(self.policy.state_dict())
-            critic_optimizer = self._critic_optimizer(self.task_policy)
-            for inner_step in range(self.n_inner_steps):
-                rollout = self._collect(self.task_policy, task, callback, critic_optimizer)
-                if rollout is None:
-                    return False
-                (adapted_rollouts if inner_step else meta_rollouts).append(rollout)
-                steps.append(self.step_on_rollout(self.task_policy, rollout, limit))
-            task_parameters.append(parameters_to_vector(self.task_policy.parameters()).detach().clone())
+        # CRPO from phi on every task (a task unit each)
+        results = self._map_task_units("crpo", seed, [(i, (task,)) for i, task in enumerate(tasks)], callback)
+        if results is None:
+            return False
+        task_parameters: list[th.Tensor] = [parameters for parameters, _, _ in results]
+        rollouts = [task_rollouts for _, task_rollouts, _ in results]
+        meta_rollouts: list[RolloutData] = [task_rollouts[0] for task_rollouts in rollouts]  # pi_phi's, one per task
+        # rollouts of task policies after at least one CRPO step
+        adapted_rollouts: list[RolloutData] = [rollout for task_rollouts in rollouts for rollout in task_rollouts[1:]]
+        steps: list[CRPOStepResult] = [step for _, _, task_steps in results for step in task_steps]
         new_phi = average_distance_update(phi, task_parameters, self.meta_lr)
         vector_to_parameters(new_phi, self.policy.parameters())
 
@@ -331,7 +337,29 @@ class MetaCRPO(OnPolicyMetaAlgorithm):
         self.logger.record("train/gradient_norm", float(np.mean([step.trust_region.gradient_norm for step in steps])))
         return True
 
+    def _unit_crpo(
+        self, task_index: int, task: Task, *, callback: BaseCallback
+    ) -> tuple[th.Tensor, list[RolloutData], list[CRPOStepResult]] | None:
+        """
+        One task of a meta-iteration: ``n_inner_steps`` CRPO steps from phi, each on a rollout of the current task
+        policy (its critics refit from phi's with ``advantage_estimator="gae"``).
+
+        :return: (the task policy's parameters, its rollouts, its steps), or None if a callback stopped training
+        """
+        limit = task_cost_limit(task, self.cost_limit, self.n_costs)
+        self.task_policy.load_state_dict(self.policy.state_dict())
+        critic_optimizer = self._critic_optimizer(self.task_policy)
+        rollouts, steps = [], []
+        for _ in range(self.n_inner_steps):
+            rollout = self._collect(self.task_policy, task, callback, critic_optimizer)
+            if rollout is None:
+                return None
+            rollouts.append(rollout)
+            steps.append(self.step_on_rollout(self.task_policy, rollout, limit))
+        return parameters_to_vector(self.task_policy.parameters()).detach().clone(), rollouts, steps
+
     # ------------------------------------------------------------------ meta-test
+    @parallel_meta_test
     def meta_test(
         self,
         n_tasks: int = 20,
@@ -340,6 +368,7 @@ class MetaCRPO(OnPolicyMetaAlgorithm):
         seed: int = 10_000,
         save_path: str | pathlib.Path | None = None,
         verbose: int = 0,
+        n_workers: int | None = None,
     ) -> MetaTestReport:
         """
         Adapt the meta-policy to unseen tasks by CRPO: pi_[0] = pi_phi, pi_[k+1] = CRPO(pi_[k]) on a rollout of
@@ -351,6 +380,8 @@ class MetaCRPO(OnPolicyMetaAlgorithm):
         :param seed: seed of the test-task draw (distinct from training draws) and of the meta-test's rollouts
         :param save_path: if given, write ``<save_path>.csv/.json`` and ``<save_path>.png``
         :param verbose: print one line per task
+        :param n_workers: run the test tasks on this many Ray workers (None: the model's ``n_workers``); the
+            report is the same for any number (each task's chain is seeded from ``seed`` and its index)
         :return: the anytime-safety report (mean episode return and cost of every explored policy pi_[k])
         """
         self._check_meta_test(n_adapt_steps)

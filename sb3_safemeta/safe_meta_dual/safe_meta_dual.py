@@ -21,6 +21,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_safemeta.common.adaptation.options import AdaptationOptions, SafeAdaptationMixin
 from sb3_safemeta.common.adaptation.parametric import ParametricAdaptResult, adapt_on_rollout
+from sb3_safemeta.common.distributed import Kept, parallel_meta_test
 from sb3_safemeta.common.evaluation import MetaTestReport, evaluate_policy_cost, make_evaluation_env
 from sb3_safemeta.common.meta_algorithm import OnPolicyMetaAlgorithm
 from sb3_safemeta.common.rollout_data import RolloutData
@@ -116,6 +117,10 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
         re-seeds torch and the environments from the task sampler, whose state is saved, so that a run
         resumed from a checkpoint (:class:`~sb3_safemeta.common.callbacks.MetaCheckpointCallback`) is bit-identical
     :param device: device (cpu, cuda, ...) on which the code should be run
+    :param n_workers: 0 (default): every task's work runs in this process; N > 0: on N Ray workers, with the same
+        result (``advantage_estimator="mc"``; docs/guide/distributed.md)
+    :param ray_address: with ``n_workers > 0``: None starts a local Ray instance, ``"auto"`` or ``"host:port"``
+        joins a running cluster
     :param _init_setup_model: whether or not to build the network at the creation of the instance
     """
 
@@ -164,6 +169,8 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
         verbose: int = 0,
         seed: int | None = None,
         device: th.device | str = "auto",
+        n_workers: int = 0,
+        ray_address: str | None = None,
         _init_setup_model: bool = True,
     ):
         super().__init__(
@@ -185,6 +192,8 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
             verbose=verbose,
             seed=seed,
             device=device,
+            n_workers=n_workers,
+            ray_address=ray_address,
         )
         if crpo_rule not in CRPO_RULES:
             raise ValueError(f"crpo_rule must be one of {CRPO_RULES}, got {crpo_rule!r}")
@@ -227,15 +236,12 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
     def _meta_iteration(self, callback: BaseCallback) -> bool:
         """One meta-iteration (Algorithm 2 / 4, lines 2-13, over a batch). :return: False if a callback stopped training"""
         tasks = self.sample_tasks(self.meta_batch_size)
-        self._seed_iteration()
+        seed = self._seed_iteration()
         # line 3: evaluate Jc(pi_phi) and the advantages with the meta-policy, on every task first, so that
         # no task is adapted (and rolled out again) in an iteration that ends with the cost step
-        meta_rollouts: list[RolloutData] = []
-        for task in tasks:
-            meta_rollout = self._collect(self.policy, task, callback, self.policy.optimizer)
-            if meta_rollout is None:
-                return False
-            meta_rollouts.append(meta_rollout)
+        meta_rollouts = self._map_task_units("meta_rollout", seed, [(i, (task,)) for i, task in enumerate(tasks)], callback)
+        if meta_rollouts is None:
+            return False
         limits = [task_cost_limit(task, self.cost_limit, self.n_costs) for task in tasks]
         excesses = np.array(
             [rollout.episode_cost - limit - self.delta_c for rollout, limit in zip(meta_rollouts, limits, strict=True)]
@@ -247,17 +253,14 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
 
         adapted_rollouts: list[RolloutData] = []
         self.adaptations = []  # u* and eta per adapted task, for the eq. (6) weights
-        if not take_cost_step:
-            for i in feasible:
-                # line 5: A^s from phi on this task (Algorithm 3 on the meta-policy's data)
-                self.adapted_policy.load_state_dict(self.policy.state_dict())
-                result = adapt_on_rollout(self.adapted_policy, meta_rollouts[i], self.adaptation, limits[i])
-                self.adaptations.append(result)
-                # line 6: data of the adapted policy pi^tau on the same task
-                adapted_rollout = self._collect(self.adapted_policy, tasks[i], callback, self.policy.optimizer)
-                if adapted_rollout is None:
-                    return False
-                adapted_rollouts.append(adapted_rollout)
+        if not take_cost_step and feasible:
+            # lines 5-6 per feasible task, on the worker that holds its meta-policy rollout
+            items = [(i, (tasks[i], limits[i], Kept("meta_rollout", meta_rollouts[i]))) for i in feasible]
+            adapted = self._map_task_units("adapt", seed, items, callback)
+            if adapted is None:
+                return False
+            self.adaptations = [result for result, _ in adapted]
+            adapted_rollouts = [rollout for _, rollout in adapted]
 
         if adapted_rollouts:
             step = self._meta_step(adapted_rollouts, meta_rollouts)  # lines 7-8
@@ -272,6 +275,23 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
             self.logger.record("meta/u_mean", float(np.mean([result.u for result in self.adaptations])))
         self._record_trust_region_step(step)
         return True
+
+    # ------------------------------------------------------------------ task units (sb3_safemeta.common.distributed)
+    def _unit_meta_rollout(self, task_index: int, task: Task, *, callback: BaseCallback) -> RolloutData | None:
+        """Algorithm 2 line 3 on one task: a rollout of pi_phi. :return: None if a callback stopped training"""
+        return self._collect(self.policy, task, callback, self.policy.optimizer)
+
+    def _unit_adapt(
+        self, task_index: int, task: Task, cost_limit: np.ndarray, meta_rollout: RolloutData, *, callback: BaseCallback
+    ) -> tuple[ParametricAdaptResult, RolloutData] | None:
+        """
+        Algorithm 4 lines 5-6 on one task: A^s from phi on the meta-policy's rollout (Algorithm 3), then a rollout
+        of the adapted policy pi^tau. :return: (the A^s result, the rollout), or None if a callback stopped training
+        """
+        self.adapted_policy.load_state_dict(self.policy.state_dict())
+        result = adapt_on_rollout(self.adapted_policy, meta_rollout, self.adaptation, cost_limit)
+        adapted_rollout = self._collect(self.adapted_policy, task, callback, self.policy.optimizer)
+        return None if adapted_rollout is None else (result, adapted_rollout)
 
     def _samples(self, rollout: RolloutData, weights: np.ndarray) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         batch = rollout.to_batch(self.device)
@@ -317,6 +337,7 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
         return self._trust_region_step(ImportanceWeightedSurrogate(self.policy, samples, sign=-1.0), meta_rollouts)
 
     # ------------------------------------------------------------------ meta-test
+    @parallel_meta_test
     def meta_test(
         self,
         n_tasks: int = 20,
@@ -330,6 +351,7 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
         eval_env: VecEnv | None = None,
         eval_confidence: float = 0.9,
         eval_cost_range: float | None = None,
+        n_workers: int | None = None,
     ) -> MetaTestReport:
         """
         Adapt the meta-policy to unseen tasks: pi_[0] = pi_phi, pi_[k+1] = A^s(pi_[k]) (Section 5.1).
@@ -351,6 +373,8 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
             cost from those episodes ("certified within d" in the report; needs an episode cost range)
         :param eval_cost_range: R, the largest possible episode cost, for that bound (default: the adapter's
             ``episode_cost_range``; without either, no bound is reported)
+        :param n_workers: run the test tasks on this many Ray workers (None: the model's ``n_workers``); the
+            report is the same for any number (each task's chain is seeded from ``seed`` and its index)
         :return: the anytime-safety report
         """
         from sb3_safemeta.common.adaptation.confidence import episode_cost_upper_bound
@@ -388,6 +412,8 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
 
         def evaluate(task: Task) -> tuple[float, np.ndarray, np.ndarray | None]:
             environment.env_method("set_task", task)
+            # episodes seeded from the chain's generators (seeded per task): the same on a Ray worker
+            environment.seed(int(np.random.randint(2**31 - 1)))
             returns, costs = evaluate_policy_cost(
                 adapter.policy, environment, n_eval_episodes, self.n_costs, deterministic=False
             )
