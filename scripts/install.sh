@@ -9,8 +9,9 @@ pip="$venv/bin/pip"
 # 1. torch first, pinned: 2.13.0 CPU is the build on the project machines; an unpinned torch
 #    (asked for by SB3) would pull a CUDA build of several GB.
 "$pip" install --quiet --disable-pip-version-check torch==2.13.0
-# 2. the package, its pinned SB3 stack and the extras for environments, rl-zoo3/Optuna and tests.
-"$pip" install --quiet --disable-pip-version-check -e ".[envs,zoo,tests]"
+# 2. the package, its pinned SB3 stack and the extras for environments, rl-zoo3/Optuna, Ray workers and tests
+#    (CI runs the Ray tests: tests/test_distributed*.py).
+"$pip" install --quiet --disable-pip-version-check -e ".[envs,zoo,distributed,tests]"
 #    An editable install cannot ship a .pth file of its own (a wheel install does): write the startup
 #    hook that registers `--algo safemeta` / `safe_adapter` with rl-zoo3 (docs/guide/rl_zoo.md).
 "$venv/bin/python" -m sb3_safemeta.zoo.install_hook install

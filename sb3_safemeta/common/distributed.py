@@ -236,7 +236,8 @@ class EnvFactory:
         for index, sub_env in enumerate(env.envs):
             chain = _wrapper_chain(sub_env)
             monitor = chain[0] is Monitor
-            made = sub_env.env if monitor else sub_env  # what gymnasium.make returned (SB3 adds the Monitor)
+            # what gymnasium.make returned (SB3 adds the Monitor)
+            made = sub_env.env if monitor and isinstance(sub_env, gym.Wrapper) else sub_env
             spec = made.spec  # of the outermost layer: id, kwargs, max_episode_steps and recreatable wrappers
             if spec is None:
                 raise ValueError(
@@ -316,6 +317,11 @@ class TaskWorker:
         import ray
 
         return str(ray.util.get_node_ip_address())
+
+    def node_id(self) -> str:
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
 
     def run(self, unit: str, state: dict[str, th.Tensor], base_seed: int, task_index: int, args: Sequence[Any]) -> UnitResult:
         """Run one unit on phi = ``state`` (see :func:`run_unit`)."""
