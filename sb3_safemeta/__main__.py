@@ -36,6 +36,7 @@ from stable_baselines3.common.vec_env import VecEnv
 import sb3_safemeta
 import sb3_safemeta.envs  # (registers the task families)
 from sb3_safemeta.common.callbacks import MetaCheckpointCallback, StopTrainingOnMetaIterations
+from sb3_safemeta.common.distributed import check_n_workers
 from sb3_safemeta.common.evaluation import MetaTestReport
 from sb3_safemeta.common.run_dir import (
     RunLock,
@@ -50,8 +51,8 @@ from sb3_safemeta.common.validation import as_cost_vector
 from sb3_safemeta.safe_meta_dual import SafeMetaDual
 
 RUN_FILE = "run.json"
-# the options that define a run, compared on --resume (--out, --resume, --override, --threads and
-# --checkpoint-every change no result)
+# the options that define a run, compared on --resume (--out, --resume, --override, --threads, --workers,
+# --ray-address and --checkpoint-every change no result)
 RUN_OPTIONS = (
     "env", "meta_iterations", "meta_batch_size", "n_envs", "n_steps", "cost_limit", "lambda_", "lambda_c",
     "fit_scope", "delta", "target_kl", "test_tasks", "adapt_steps", "no_baseline", "seed",
@@ -129,6 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--threads", type=POSITIVE_INT, default=1, help="torch threads (1: small MLPs gain nothing from more, and contend)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=NON_NEGATIVE_INT,
+        default=0,
+        help="Ray workers that run the tasks of every meta-iteration and meta-test (0: in this process; the results "
+        "are the same; needs the 'distributed' extra; docs/guide/distributed.md)",
+    )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        help="with --workers: 'auto' or host:port of a running Ray cluster (default: a local Ray instance on 127.0.0.1)",
     )
     return parser
 
@@ -355,12 +368,18 @@ def _run(
             "meta_iterations": 0,
         }
     atomic_write_json(run_file, run)
-    return _train_and_test(options, env, out, run, checkpoint)
+    return _train_and_test(options, env, out, run, checkpoint, workers=(args.workers, args.ray_address))
 
 
 def _train_and_test(
-    options: dict[str, Any], env: VecEnv, out: pathlib.Path, run: dict[str, Any], checkpoint: MetaCheckpointCallback
+    options: dict[str, Any],
+    env: VecEnv,
+    out: pathlib.Path,
+    run: dict[str, Any],
+    checkpoint: MetaCheckpointCallback,
+    workers: tuple[int, str | None] = (0, None),
 ) -> MetaTestReport:
+    """:param workers: ``(--workers, --ray-address)``: where the tasks run (no result depends on it)"""
     run_file = out / RUN_FILE
     kwargs = dict(
         cost_limit=options["cost_limit"],
@@ -396,6 +415,8 @@ def _train_and_test(
             f"the run in {out} has done {model.meta_iterations} meta-iterations, more than --meta-iterations"
             f" {options['meta_iterations']}"
         )
+    # where the tasks run is no option of the run: set on the built or loaded model, never saved as a choice
+    model.n_workers, model.ray_address = check_n_workers(*workers)
     resumed = model.meta_iterations > 0
     # progress: one line per meta-iteration on stdout, every logged value in <out>/progress.csv (each iteration once)
     model.set_logger(
@@ -451,6 +472,7 @@ def _train_and_test(
         gain = reports[0].returns.mean(axis=0) - reports[1].returns.mean(axis=0)
         print(f"\nmeta-training gain in mean return: step 0 {gain[0]:+.1f}, step 1 {gain[1]:+.1f}, last step {gain[-1]:+.1f}")
     print(f"meta-test: {time.time() - start:.0f} s; wrote {out / 'meta_test.csv'}, {out / 'meta_test.png'}")
+    model.close_workers()
     return report
 
 

@@ -177,13 +177,20 @@ def test_maml_cost_penalty_is_bit_identical_for_0_and_2_workers(ray_session):
 
 def test_meta_test_report_is_identical_with_workers(ray_session):
     model = SafeMetaDual("MlpPolicy", make_env(seed=4), seed=4, n_workers=2, **SMALL)
-    in_process = model.meta_test(n_tasks=3, n_adapt_steps=2, n_workers=0)
-    on_workers = model.meta_test(n_tasks=3, n_adapt_steps=2)  # the model's n_workers
-    np.testing.assert_array_equal(in_process.returns, on_workers.returns)
-    np.testing.assert_array_equal(in_process.costs, on_workers.costs)
-    np.testing.assert_array_equal(in_process.cost_limits, on_workers.cost_limits)
+    kwargs = dict(n_tasks=3, n_adapt_steps=2, n_eval_episodes=2)  # with independent evaluation episodes
+    in_process = model.meta_test(**kwargs, n_workers=0)
+    on_workers = model.meta_test(**kwargs)  # the model's n_workers
+    for name in ("returns", "costs", "cost_limits", "eval_returns", "eval_costs", "eval_cost_bounds"):
+        expected, actual = getattr(in_process, name), getattr(on_workers, name)
+        assert (expected is None) == (actual is None), name
+        if expected is not None:
+            np.testing.assert_array_equal(expected, actual, err_msg=name)
     assert in_process.tasks == on_workers.tasks and in_process.label == on_workers.label
+    assert in_process.eval_returns is not None and in_process.n_eval_episodes == on_workers.n_eval_episodes == 2
     assert len(set(in_process.returns[:, 0])) == 3  # three different tasks, three different rollouts
+    # an environment object cannot travel to the workers
+    with pytest.raises(ValueError, match=r"cannot send \['eval_env'\]"):
+        model.meta_test(**kwargs, eval_env=make_env())
     model.close_workers()
 
 
@@ -221,3 +228,15 @@ def test_map_runs_runs_independent_runs_in_order(ray_session):
     assert distributed.map_runs(power, [dict(base=2, exp=k) for k in range(5)]) == [1, 2, 4, 8, 16]
     with pytest.raises(TaskWorkerError, match=r"run 1 \(\{'base': 0, 'exp': -1\}\) failed"):
         distributed.map_runs(power, [dict(base=2, exp=1), dict(base=0, exp=-1)], max_retries=0)
+
+
+def test_main_job_with_workers_reports_what_it_reports_in_process(ray_session, tmp_path):
+    from sb3_safemeta.__main__ import main
+
+    tiny = ["--meta-iterations", "2", "--meta-batch-size", "2", "--n-envs", "2", "--n-steps", "100",
+            "--test-tasks", "2", "--adapt-steps", "1", "--no-baseline"]  # fmt: skip
+    in_process = main([*tiny, "--out", str(tmp_path / "in_process")])
+    on_workers = main([*tiny, "--workers", "2", "--out", str(tmp_path / "workers")])
+    np.testing.assert_array_equal(in_process.returns, on_workers.returns)
+    np.testing.assert_array_equal(in_process.costs, on_workers.costs)
+    assert (tmp_path / "in_process" / "meta_test.json").read_text() == (tmp_path / "workers" / "meta_test.json").read_text()
