@@ -62,6 +62,15 @@ class PendulumWithCost(gym.Wrapper):
         return observation, reward, terminated, truncated, info
 
 
+class StartZoneCost(gym.Wrapper):
+    """Cost 1 per step within 0.5 of the origin, where every episode starts: unavoidable, but reducible by leaving."""
+
+    def step(self, action):
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        info["cost"] = float(np.linalg.norm(observation) < 0.5)
+        return observation, reward, terminated, truncated, info
+
+
 class DiscreteMoves(gym.ActionWrapper):
     """The point-navigation family with 5 discrete actions: stay, or full speed along +x, -x, +y, -y."""
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
 from meta_helpers import (
     N_ENVS,
+    StartZoneCost,
     make_env,
     recording,
 )
@@ -179,13 +179,6 @@ def test_meta_iteration_applies_the_average_distance_update(monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------- SB3 behaviour
-class StartZoneCost(gym.Wrapper):
-    """Cost 1 per step within 0.5 of the origin, where every episode starts: every policy has a positive episode cost."""
-
-    def step(self, action):
-        observation, reward, terminated, truncated, info = self.env.step(action)
-        info["cost"] = float(np.linalg.norm(observation) < 0.5)
-        return observation, reward, terminated, truncated, info
 
 
 # every CRPO step of the batch (2 tasks x 2 inner steps) is a cost step, or none is

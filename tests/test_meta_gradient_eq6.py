@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.env_util import make_vec_env
+from meta_helpers import make_env
 
 import sb3_safemeta.envs  # noqa: F401
 from sb3_safemeta import SafeMetaDual
@@ -321,12 +321,7 @@ def test_rollout_episode_ids_follow_the_episode_starts():
 
 
 # ---------------------------------------------------------------------------------------------- SafeMetaDual
-ENV_ID = "SafeMetaPointNav-v0"  # 100-step episodes
 SMALL: dict[str, Any] = dict(cost_limit=1e6, meta_batch_size=2, n_steps=100, fit_steps=5, n_dual_steps=5)
-
-
-def make_env(seed: int = 0):
-    return make_vec_env(ENV_ID, n_envs=2, seed=seed)
 
 
 def run_one_iteration(meta_gradient: str) -> tuple[SafeMetaDual, dict[str, Any]]:

@@ -4,6 +4,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from meta_helpers import ENV_ID, make_env, observations
 from sb3_contrib import TRPO
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
@@ -14,16 +15,7 @@ from sb3_safemeta.common.evaluation import evaluate_policy_cost
 from sb3_safemeta.common.rollout_data import RolloutData
 from sb3_safemeta.envs.point_nav import PointNavEnv
 
-ENV_ID = "SafeMetaPointNav-v0"
 SMALL = dict(cost_limit=10.0, n_steps=200, n_critic_epochs=1, fit_steps=10, n_dual_steps=8)
-
-
-def make_env(n_envs: int = 2, seed: int = 0):
-    return make_vec_env(ENV_ID, n_envs=n_envs, seed=seed)
-
-
-def observations(n: int = 64) -> np.ndarray:
-    return np.random.default_rng(1).uniform(-2, 2, size=(n, 2)).astype(np.float32)
 
 
 def test_learn_logs_and_returns_self():

@@ -17,6 +17,7 @@ import torch as th
 from meta_helpers import (
     N_ENVS,
     DiscreteMoves,
+    StartZoneCost,
     assert_same_parameters,
     make_env,
     observations,
@@ -43,15 +44,6 @@ class StopAfter(MetaIterationCallback):
 
     def _on_meta_iteration_end(self) -> bool:
         return self.model.meta_iterations < self.n  # type: ignore[attr-defined]
-
-
-class StartZoneCost(gym.Wrapper):
-    """Cost 1 per step within 0.5 of the origin, where every episode starts: unavoidable, but reducible by leaving."""
-
-    def step(self, action):
-        observation, reward, terminated, truncated, info = self.env.step(action)
-        info["cost"] = float(np.linalg.norm(observation) < 0.5)
-        return observation, reward, terminated, truncated, info
 
 
 # ---------------------------------------------------------------------------------------------- learn, save / load
