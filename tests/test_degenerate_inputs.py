@@ -271,3 +271,16 @@ def test_callback_and_meta_test_counts_are_integers() -> None:
     for value in (0.5, -1):
         with pytest.raises(ValueError, match=rf"n_adapt_steps must be an integer >= 0, got {value}"):
             model.meta_test(n_tasks=1, n_adapt_steps=value)
+
+
+def test_an_adaptation_step_that_breaks_the_policy_names_its_step_size() -> None:
+    """
+    Found by tests/test_properties.py: MAMLCostPenalty with inner_lr=4063 gave torch's "Expected parameter scale ...
+    GreaterThan(lower_bound=0.0)" (the inner gradient step drove the std to zero), naming nothing of ours.
+    """
+    model = build(MAMLCostPenalty, inner_lr=4063.0)
+    with pytest.raises(
+        ValueError, match=r"MAMLCostPenalty: a policy of this meta-iteration is no valid distribution.*lower inner_lr=4063\.0"
+    ):
+        model.learn(1)
+    assert finite(model)

@@ -62,6 +62,8 @@ class OnPolicyMetaAlgorithm(TaskParallelMixin, OnPolicyCostAlgorithm):
     # meta-iterations done; the task generator is the source of every meta-iteration's seed. Both are
     # saved in the zip, so that a run resumes where it stopped.
     meta_iterations: int = 0
+    # the hyper-parameters that set the length of an adaptation step, named when an adapted policy breaks
+    adaptation_step_parameters: tuple[str, ...] = ()
     task_rng: np.random.Generator | None = None
     # the TRPO step's arguments (:meth:`_set_trust_region`)
     target_kl: float
@@ -253,6 +255,24 @@ class OnPolicyMetaAlgorithm(TaskParallelMixin, OnPolicyCostAlgorithm):
                 self.train_critics(self.n_critic_epochs, self.batch_size, critic_optimizer)
         return rollout
 
+    @contextmanager
+    def _naming_step_sizes(self) -> Iterator[None]:
+        """
+        Turn torch's error for a policy that is no distribution (e.g. a zero standard deviation after a step of
+        many nats) into one that names the hyper-parameters that set the step (``adaptation_step_parameters``).
+        The TRPO steps of phi reject such steps in their line search; adaptation steps may have none.
+        """
+        try:
+            yield
+        except ValueError as error:
+            if not str(error).startswith("Expected parameter"):
+                raise
+            names = ", ".join(f"{name}={getattr(self, name, None)!r}" for name in self.adaptation_step_parameters)
+            raise ValueError(
+                f"{type(self).__name__}: a policy of this meta-iteration is no valid distribution "
+                f"({str(error).splitlines()[0]}): a step moved it too far; lower {names or 'the adaptation step size'}"
+            ) from error
+
     def _trust_region_states(self, rollouts: list[RolloutData]) -> th.Tensor:
         """:return: the states of ``rollouts`` (evenly subsampled to at most 10 000) on which a trust region's KL is taken"""
         observations = np.concatenate([rollout.observations for rollout in rollouts])
@@ -290,8 +310,9 @@ class OnPolicyMetaAlgorithm(TaskParallelMixin, OnPolicyCostAlgorithm):
         while self.num_timesteps < total_timesteps:
             start = time.time()
             self._update_learning_rate(self.policy.optimizer)  # the critics' optimizer (learning_rate schedule)
-            if not self._meta_iteration(callback):
-                break
+            with self._naming_step_sizes():
+                if not self._meta_iteration(callback):
+                    break
             self.meta_iterations += 1
             self._n_updates += 1
             self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
@@ -422,13 +443,14 @@ class OnPolicyMetaAlgorithm(TaskParallelMixin, OnPolicyCostAlgorithm):
                         eval_bounds[index] = row.eval_cost_bounds[0]
             else:
                 self._seed_meta_test_task(index)  # each chain seeded from (seed, task index): the same on a worker
-                for step, rollout in enumerate(adaptation_chain(task, limits[index].copy())):
-                    returns[index, step], costs[index, step] = rollout.episode_return, rollout.episode_cost
-                    if evaluate is not None:
-                        eval_returns[index, step], eval_costs[index, step], bound = evaluate(task)
-                        has_bounds = has_bounds and bound is not None
-                        if bound is not None:
-                            eval_bounds[index, step] = bound
+                with self._naming_step_sizes():
+                    for step, rollout in enumerate(adaptation_chain(task, limits[index].copy())):
+                        returns[index, step], costs[index, step] = rollout.episode_return, rollout.episode_cost
+                        if evaluate is not None:
+                            eval_returns[index, step], eval_costs[index, step], bound = evaluate(task)
+                            has_bounds = has_bounds and bound is not None
+                            if bound is not None:
+                                eval_bounds[index, step] = bound
             if verbose:
                 line = f"task {index}: returns {np.round(returns[index], 1).tolist()} max cost {costs[index, :, 0].max():.1f}"
                 if evaluate is not None:

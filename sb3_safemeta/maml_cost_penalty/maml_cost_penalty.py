@@ -228,6 +228,7 @@ class MAMLCostPenalty(OnPolicyMetaAlgorithm):
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
+    adaptation_step_parameters = ("inner_lr",)
 
     def __init__(
         self,

@@ -369,6 +369,7 @@ class MetaCPO(OnPolicyMetaAlgorithm):
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
+    adaptation_step_parameters = ("inner_kl",)
 
     def __init__(
         self,

@@ -206,6 +206,7 @@ class MetaCRPO(OnPolicyMetaAlgorithm):
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
     # every task starts from phi's critics with an optimizer of its own: tasks are independent with "gae" too
     parallel_advantage_estimators = ("mc", "gae")
+    adaptation_step_parameters = ("adapt_kl", "n_inner_steps")
 
     def __init__(
         self,

@@ -125,6 +125,7 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
+    adaptation_step_parameters = ("lambda_", "lambda_c")
 
     def __init__(
         self,
