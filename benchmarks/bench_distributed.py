@@ -61,6 +61,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=2, help="timed meta-iterations per model (after one warm-up)")
     parser.add_argument("--test-tasks", type=int, default=20, help="tasks of the timed meta-test (0: no meta-test)")
     parser.add_argument("--adapt-steps", type=int, default=2, help="adaptation steps per test task")
+    parser.add_argument("--test-repeats", type=int, default=2, help="timed meta-tests per model (alternately)")
     parser.add_argument("--eval-episodes", type=int, default=10, help="meta_test's n_eval_episodes")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--seed", type=int, default=0)
@@ -134,25 +135,31 @@ def main() -> None:
     print(f"parameters after {models[names[0]].meta_iterations} meta-iterations bit-identical: {identical}")
 
     if args.test_tasks > 0:
-        reports, seconds = {}, {}
-        for name, model in models.items():
-            before = (pool.bytes_sent, pool.bytes_received)
-            start = time.perf_counter()
-            reports[name] = model.meta_test(
-                n_tasks=args.test_tasks, n_adapt_steps=args.adapt_steps, n_eval_episodes=args.eval_episodes
+        seconds: dict[str, list[float]] = {name: [] for name in names}
+        for round_index in range(1, args.test_repeats + 1):
+            order = names if round_index % 2 else names[::-1]  # alternate who goes first
+            reports = {}
+            for name in order:
+                before = (pool.bytes_sent, pool.bytes_received)
+                start = time.perf_counter()
+                reports[name] = models[name].meta_test(
+                    n_tasks=args.test_tasks, n_adapt_steps=args.adapt_steps, n_eval_episodes=args.eval_episodes
+                )
+                seconds[name].append(time.perf_counter() - start)
+                if name == names[1]:
+                    transfer = (pool.bytes_sent - before[0], pool.bytes_received - before[1])
+            same = all(
+                np.array_equal(getattr(reports[names[0]], field), getattr(reports[names[1]], field))
+                for field in ("returns", "costs", "eval_returns", "eval_costs")
             )
-            seconds[name] = time.perf_counter() - start
-        transfer = (pool.bytes_sent - before[0], pool.bytes_received - before[1])
-        same = all(
-            np.array_equal(getattr(reports[names[0]], field), getattr(reports[names[1]], field))
-            for field in ("returns", "costs", "eval_returns", "eval_costs")
-        )
-        print(
-            f"meta-test ({args.test_tasks} tasks x {args.adapt_steps + 1} policies, {args.eval_episodes} evaluation"
-            f" episodes each): {names[0]} {seconds[names[0]]:.2f} s, {names[1]} {seconds[names[1]]:.2f} s, ratio"
-            f" {seconds[names[1]] / seconds[names[0]]:.3f}; sent {megabytes(transfer[0])}, received"
-            f" {megabytes(transfer[1])}; identical report: {same}"
-        )
+            print(
+                f"meta-test round {round_index} ({args.test_tasks} tasks x {args.adapt_steps + 1} policies,"
+                f" {args.eval_episodes} evaluation episodes each): {names[0]} {seconds[names[0]][-1]:.2f} s, {names[1]}"
+                f" {seconds[names[1]][-1]:.2f} s, ratio {seconds[names[1]][-1] / seconds[names[0]][-1]:.3f}; sent"
+                f" {megabytes(transfer[0])}, received {megabytes(transfer[1])}; identical report: {same}"
+            )
+        ratios = [b / a for a, b in zip(seconds[names[0]], seconds[names[1]], strict=True)]
+        print(f"meta-test, median ratio {statistics.median(ratios):.3f}")
     models[names[1]].close_workers()
 
 

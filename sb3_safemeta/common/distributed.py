@@ -37,6 +37,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import gymnasium as gym
@@ -348,11 +349,16 @@ class TaskWorker:
             list(model.ep_cost_buffer),
         )
 
-    def meta_test(self, state: dict[str, th.Tensor], arguments: dict[str, Any], task_index: int, task: dict[str, Any]) -> Any:
-        """The driver's ``meta_test`` call for one test task (seeded by its index in the driver's list): a 1-task report."""
+    def meta_test(
+        self, state: dict[str, th.Tensor], arguments: dict[str, Any], task_indices: list[int], tasks: list[dict[str, Any]]
+    ) -> Any:
+        """
+        The driver's ``meta_test`` call for some of its test tasks (each seeded by its index in the driver's list,
+        ``task_indices``), with one adapter and one evaluation env for all of them. :return: their report
+        """
         self.model.policy.load_state_dict(state)
-        call = {**arguments, "tasks": [task], "save_path": None, "verbose": 0}
-        return self.model.meta_test(**call, n_workers=0, _task_indices=[task_index])
+        call = {**arguments, "tasks": list(tasks), "save_path": None, "verbose": 0}
+        return self.model.meta_test(**call, n_workers=0, _task_indices=list(task_indices))
 
 
 # ---------------------------------------------------------------------------------------------- the driver's pool
@@ -461,7 +467,7 @@ class TaskPool:
         return results
 
     def meta_test(self, state: dict[str, th.Tensor], call: MetaTestCall, tasks: Sequence[dict[str, Any]]) -> list[Any]:
-        """:return: the 1-task reports of the test tasks, in their order"""
+        """:return: per test task, in their order, its row of the report (1-task ``returns``, ``costs``, ``eval_*``)"""
         arguments = {key: value for key, value in call.arguments.items() if key not in ("tasks", "save_path", "verbose")}
         objects = sorted(key for key, value in arguments.items() if isinstance(value, (VecEnv, gym.Env)))
         if objects:
@@ -470,19 +476,27 @@ class TaskPool:
                 "it None (each worker builds its own from the env id) or pass n_workers=0"
             )
         state_ref = self._ray.put(state)
-        self.bytes_sent += _nbytes(state) * min(self.n_workers, len(tasks))
+        # test task at position p runs on worker p % n_workers; each worker gets its tasks in one call
+        groups = [list(range(worker, len(tasks), self.n_workers)) for worker in range(min(self.n_workers, len(tasks)))]
+        self.bytes_sent += _nbytes(state) * len(groups)
         refs = []
-        for position, task in enumerate(tasks):
-            index = call.task_index(position)
-            self.bytes_sent += _nbytes((arguments, index, task))
-            refs.append(self.actors[position % self.n_workers].meta_test.remote(state_ref, arguments, index, task))
+        for worker, positions in enumerate(groups):
+            indices, subset = [call.task_index(p) for p in positions], [tasks[p] for p in positions]
+            self.bytes_sent += _nbytes((arguments, indices, subset))
+            refs.append(self.actors[worker].meta_test.remote(state_ref, arguments, indices, subset))
 
-        def describe(position: int) -> str:
-            return f"worker {position % self.n_workers}, running the meta-test of test task {position} {tasks[position]}"
+        def describe(worker: int) -> str:
+            return (
+                f"worker {worker}, running the meta-test of test tasks {groups[worker]} {[tasks[p] for p in groups[worker]]}"
+            )
 
         reports = self._get(refs, describe)
         self.bytes_received += sum(_nbytes(report) for report in reports)
-        return reports
+        rows: list[Any] = [None] * len(tasks)
+        for positions, report in zip(groups, reports, strict=True):
+            for row, position in enumerate(positions):
+                rows[position] = _report_row(report, row)
+        return rows
 
     def pids(self) -> list[int]:
         """:return: the process id of every worker"""
@@ -497,6 +511,14 @@ class TaskPool:
         for actor in self.actors:
             self._ray.kill(actor)
         self.actors = []
+
+
+def _report_row(report: Any, row: int) -> SimpleNamespace:
+    """Row ``row`` of a meta-test report, as a 1-task report's arrays (None stays None)."""
+    fields = ("returns", "costs", "eval_returns", "eval_costs", "eval_cost_bounds")
+    return SimpleNamespace(
+        **{name: None if getattr(report, name) is None else getattr(report, name)[row : row + 1] for name in fields}
+    )
 
 
 def _task_of(args: Sequence[Any]) -> str:
