@@ -99,14 +99,27 @@ def main() -> None:
         f" {datetime.datetime.now().isoformat(timespec='seconds')}"
     )
 
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+
     def one_iteration(model: SafeMetaDual) -> float:
-        start = time.perf_counter()
+        """:return: wall seconds (CPU seconds of the driver and, with workers, inside the units go to ``cpu``)"""
+        start, cpu_start = time.perf_counter(), time.process_time()
+        worker_cpu = pool.worker_cpu_seconds if model.n_workers and pool is not None else 0.0
         model.learn(100 * steps, reset_num_timesteps=False, callback=OneMetaIteration())
-        return time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        cpu_seconds = time.process_time() - cpu_start
+        if model.n_workers and pool is not None:
+            cpu_seconds += pool.worker_cpu_seconds - worker_cpu
+        cpu[names[1] if model.n_workers else names[0]].append(cpu_seconds)
+        return seconds
+
+    pool = None
 
     warm = {name: one_iteration(model) for name, model in models.items()}
     pool = models[names[1]]._task_pool
     assert pool is not None
+    for values in cpu.values():
+        values.clear()
     print(f"warm-up iteration (starts the workers): {names[0]} {warm[names[0]]:.2f} s, {names[1]} {warm[names[1]]:.2f} s")
     times: dict[str, list[float]] = {name: [] for name in names}
     sent, received = [], []
@@ -125,6 +138,14 @@ def main() -> None:
     print(
         f"one meta-iteration, median: {names[0]} {statistics.median(times[names[0]]):.2f} s, {names[1]}"
         f" {statistics.median(times[names[1]]):.2f} s, ratio {statistics.median(ratios):.3f} (goal <= 0.6 with 2 workers)"
+    )
+    share = {name: statistics.median(c / t for c, t in zip(cpu[name], times[name], strict=True)) for name in names}
+    print(
+        f"CPU seconds per meta-iteration, median (driver + inside the workers' units): {names[0]}"
+        f" {statistics.median(cpu[names[0]]):.2f}, {names[1]} {statistics.median(cpu[names[1]]):.2f}; CPU seconds per"
+        f" wall second: {names[0]} {share[names[0]]:.2f}, {names[1]} {share[names[1]]:.2f}"
+        " (what the scheduler granted: on a shared machine, Linux shares the CPU between sessions, and the workers are"
+        " in the driver's session)"
     )
     print(
         f"transfer per meta-iteration: sent {megabytes(statistics.median(sent))} (phi to each worker, tasks),"

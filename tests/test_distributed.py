@@ -35,9 +35,14 @@ TESTS = pathlib.Path(__file__).resolve().parent
 
 
 def ray_environment() -> dict[str, str]:
-    """Loopback only, no token authentication, and the workers import this checkout and the tests' modules."""
+    """Loopback only, no token authentication, workers at our priority, importing this checkout and the tests' modules."""
     path = os.pathsep.join([str(TESTS.parent), str(TESTS), os.environ.get("PYTHONPATH", "")])
-    return {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", "PYTHONPATH": path}
+    return {
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_worker_niceness": str(os.getpriority(os.PRIO_PROCESS, 0)),  # Ray's default 15 starves them on a busy machine
+        "PYTHONPATH": path,
+    }
 
 
 def require_ray() -> Any:
