@@ -153,22 +153,23 @@ ALGORITHM_CASES = [
     AlgorithmCase(
         MAMLCostPenalty,
         dict(cost_limit=10.0, meta_batch_size=2, n_steps=100),
-        custom=dict(cost_penalty=2.5, inner_lr=0.05, target_kl=0.005, normalize_advantage=False),
-        saved=dict(cost_penalty=np.array([2.5]), inner_lr=0.05, target_kl=0.005, normalize_advantage=False),
+        custom=dict(cost_penalty=2.5, penalty="linear", inner_lr=0.05, target_kl=0.005, normalize_advantage=False),
+        saved=dict(cost_penalty=np.array([2.5]), penalty="linear", inner_lr=0.05, target_kl=0.005, normalize_advantage=False),
         logged=("train/improvement", "meta/meta_policy_return", "meta/adaptation_kl"),
     ),
     AlgorithmCase(
         MetaCPO,
         dict(cost_limit=10.0, meta_batch_size=2, n_steps=100),
-        custom=dict(inner_kl=0.02, target_kl=0.005, meta_gradient="first_order", normalize_advantage=False),
+        custom=dict(inner_kl=0.02, target_kl=0.005, meta_gradient="first_order", meta_step="trpo", normalize_advantage=False),
         logged=("train/improvement", "meta/meta_policy_return", "meta/cpo_recovery"),
     ),
     AlgorithmCase(
         MetaCRPO,
         dict(cost_limit=10.0, meta_batch_size=2, n_inner_steps=2, n_steps=100),
-        custom=dict(eta_tol=0.5, meta_lr=0.5, adapt_kl=0.005, cost_limit=7.0),
+        custom=dict(eta_tol=0.5, meta_lr=0.5, meta_update="batch", adapt_kl=0.005, cost_limit=7.0),
         saved=dict(
             eta_tol=np.array([0.5]),
+            meta_update="batch",
             meta_lr=0.5,
             adapt_kl=0.005,
             cost_limit=np.array([7.0]),

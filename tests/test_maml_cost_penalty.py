@@ -206,7 +206,7 @@ def test_learn_runs_logs_and_moves_only_the_actor():
         for key in ("meta/meta_policy_return", "meta/adapted_return", "meta/meta_policy_cost_max", "meta/adapted_cost_max",
                     "meta/adaptation_kl", "train/kl", "train/gradient_norm", "train/improvement"):  # fmt: skip
             assert np.isfinite(record[key]), key
-        assert record["meta/cost_step"] == 0 and record["meta/adaptation_kl"] > 0
+        assert "meta/cost_step" not in record and record["meta/adaptation_kl"] > 0
         assert record["train/kl"] <= 0.01 * (1 + 1e-6)
     assert any(record["train/is_line_search_success"] == 1 for record in writer.records)
     moved = {name for name, p in model.policy.named_parameters() if not th.equal(p.detach(), before[name])}

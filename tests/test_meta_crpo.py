@@ -153,7 +153,7 @@ def test_average_distance_update_on_hand_made_vectors():
 
 def test_meta_iteration_applies_the_average_distance_update(monkeypatch):
     """phi after a meta-iteration is phi + meta_lr * mean(theta_tau - phi) of the task policies it produced."""
-    model = MetaCRPO("MlpPolicy", make_env(), seed=0, meta_lr=0.3, **SMALL)
+    model = MetaCRPO("MlpPolicy", make_env(), seed=0, meta_lr=0.3, meta_update="batch", **SMALL)
     phi = parameters_to_vector(model.policy.parameters()).detach().double().numpy()
     actor = parameters_to_vector(model.policy.actor_parameters()).numel()
     captured: list[list[th.Tensor]] = []
@@ -236,8 +236,8 @@ def test_short_run_on_point_nav():
     """
     env = make_env(seed=0, n_envs=8)
     model = MetaCRPO(
-        "MlpPolicy", env, cost_limit=10.0, meta_batch_size=10, n_inner_steps=1, n_steps=200, adapt_kl=0.01,
-        policy_kwargs=dict(log_std_init=-0.5), seed=0,
+        "MlpPolicy", env, cost_limit=10.0, meta_batch_size=10, n_inner_steps=1, meta_update="batch", n_steps=200,
+        adapt_kl=0.01, policy_kwargs=dict(log_std_init=-0.5), seed=0,
     )  # fmt: skip
     initial = {key: value.clone() for key, value in model.policy.state_dict().items()}
     writer = recording(model)

@@ -61,12 +61,10 @@ def test_hook_file_and_hyperparams_files() -> None:
         assert "default" in config and ENV_ID in config
         for env_id, (lambda_, limit) in table2.items():
             entry = config[env_id]
-            assert (entry["lambda_"], entry["lambda_c"], entry["cost_limit"], entry["delta_c"]) == (
-                lambda_,
-                lambda_,
-                limit,
-                0.0,
-            )
+            assert entry["cost_limit"] == limit
+            if algo not in ("safemeta", "safe_adapter"):  # the baselines have no A^s (tests/test_zoo_baselines.py)
+                continue
+            assert (entry["lambda_"], entry["lambda_c"], entry["delta_c"]) == (lambda_, lambda_, 0.0)
             assert entry["gamma"] == 0.99 and "pi=[64, 64]" in entry["policy_kwargs"] and "Tanh" in entry["policy_kwargs"]
     assert yaml.safe_load(hyperparams_path("safemeta").read_text())["SafeMetaHalfCheetahVel-v0"]["target_kl"] == 1e-3
 

@@ -1,8 +1,9 @@
 """
 The baseline "MAML with cost penalty" of Section 6 (Finn et al. 2017, "Model-Agnostic Meta-Learning for Fast
 Adaptation of Deep Networks", https://arxiv.org/abs/1703.03400, its reinforcement-learning variant with a TRPO
-outer step): the inner step is one policy-gradient step on the penalised reward r - w.c, the outer step a TRPO
-step on phi through the inner step (second order: Hessian-vector products by double backward, never a Hessian).
+outer step): the inner step is one policy-gradient step on the penalised loss (penalty w.max(0, Jc - d), or the
+reward r - w.c), the outer step a TRPO step on phi through the inner step (second order: Hessian-vector products
+by double backward, never a Hessian).
 
 The building blocks are pure functions, so that the exact tabular test runs the same code as the algorithm:
 
@@ -41,7 +42,33 @@ from sb3_safemeta.common.trust_region import TrustRegionResult
 from sb3_safemeta.common.validation import as_cost_vector, check_positive
 from sb3_safemeta.maml_cost_penalty.policies import MlpPolicy
 
-__all__ = ["MAMLCostPenalty", "MAMLSurrogate", "SampleSet", "inner_step"]
+__all__ = ["PENALTY_FORMS", "MAMLCostPenalty", "MAMLSurrogate", "SampleSet", "inner_step", "penalty_weights"]
+
+# the penalty of the loss: "violation" = w . max(0, Jc - d) (a penalty for constraint violation, Section 6),
+# "linear" = w . Jc (the cost folded into the reward, r - w.c)
+PENALTY_FORMS = ("violation", "linear")
+
+
+def penalty_weights(cost_penalty: np.ndarray, episode_cost: np.ndarray, cost_limit: np.ndarray, form: str) -> np.ndarray:
+    """
+    The weights of the cost advantages in the penalised advantages X = A - sum_i w_i' A_c,i, i.e. the gradient of the
+    penalty w.r.t. Jc at the policy that collected the data:
+
+    - ``"violation"``: d/dJc_i [w_i max(0, Jc_i - d_i)] = w_i 1[Jc_i > d_i] (0 at and below the limit);
+    - ``"linear"``: d/dJc_i [w_i Jc_i] = w_i.
+
+    :param cost_penalty: w, (p,)
+    :param episode_cost: the estimate of Jc of the policy that collected the data, (p,), in the units of d
+    :param cost_limit: d, (p,)
+    :param form: one of :data:`PENALTY_FORMS`
+    :return: w', (p,)
+    """
+    if form not in PENALTY_FORMS:
+        raise ValueError(f"penalty must be one of {PENALTY_FORMS}, got {form!r}")
+    weights = np.asarray(cost_penalty, dtype=np.float64)
+    if form == "linear":
+        return weights.copy()
+    return weights * (np.asarray(episode_cost, dtype=np.float64) > np.asarray(cost_limit, dtype=np.float64))
 
 
 # ---------------------------------------------------------------------------------------------- inner step
@@ -172,11 +199,16 @@ class MAMLSurrogate:
 class MAMLCostPenalty(OnPolicyMetaAlgorithm):
     """
     MAML with cost penalty, the first baseline of Section 6 of "Safe Meta-Reinforcement Learning via
-    Dual-Method-Based Policy Adaptation" (Finn et al. 2017, https://arxiv.org/abs/1703.03400, with the cost
-    folded into the reward: r - w.c).
+    Dual-Method-Based Policy Adaptation" (Finn et al. 2017, https://arxiv.org/abs/1703.03400, "with constraint
+    penalty": a weighted penalty for constraint violation added to MAML's loss).
+
+    The loss of a policy pi on a task is ``-(J(pi) - w . max(0, Jc(pi) - d))`` with ``penalty="violation"``
+    (default, the paper's description) or ``-(J(pi) - w . Jc(pi))`` (the reward r - w.c) with ``penalty="linear"``.
+    Its policy gradient uses the penalised advantages X = A - w'.A_c with w' = :func:`penalty_weights` (w_i where
+    the collecting policy's episode cost exceeds d_i, 0 elsewhere, for "violation"; w for "linear").
 
     One meta-iteration samples ``meta_batch_size`` tasks. For each task: a rollout of the meta-policy pi_phi, its
-    penalised advantages X = A - w.A_c, the inner step theta'(phi) = phi + alpha * grad_phi E[ratio * X] (one
+    penalised advantages X = A - w'.A_c, the inner step theta'(phi) = phi + alpha * grad_phi E[ratio * X] (one
     policy-gradient step, kept differentiable in phi), and a rollout of pi_theta' on the same task. phi then
     takes one TRPO step on ``mean_tau E_post[ pi_theta'(phi) / pi_theta'(phi_old) * X_post ]``: the gradient goes
     through the inner step (second order, by Hessian-vector products), the natural-gradient direction comes from
@@ -185,16 +217,18 @@ class MAMLCostPenalty(OnPolicyMetaAlgorithm):
 
     There is no constraint anywhere: the cost only enters through the fixed penalty w, so no policy explored at
     meta-test (pi_phi included) is guaranteed to stay within ``cost_limit`` (the anytime-safety comparison of the
-    paper). ``cost_limit`` is used only to report violations (logs and :class:`MetaTestReport`).
+    paper). ``cost_limit`` sets where the "violation" penalty starts, and reports violations (logs and
+    :class:`MetaTestReport`).
 
     Timesteps: one meta-iteration uses ``meta_batch_size * 2 * n_steps * n_envs`` environment steps.
 
     :param policy: the policy model to use (MlpPolicy)
     :param env: a task environment (see :mod:`sb3_safemeta.common.tasks`), or its registered id
-    :param cost_penalty: w >= 0, the weight of each cost channel in r - w.c (float or one value per channel)
+    :param cost_penalty: w >= 0, the weight of each cost channel's penalty (float or one value per channel)
+    :param penalty: ``"violation"`` (default: w . max(0, Jc - d)) or ``"linear"`` (w . Jc, i.e. the reward r - w.c)
     :param inner_lr: alpha > 0, step size of the inner policy-gradient step (on normalised advantages by default)
-    :param cost_limit: episode cost limit d (float or per channel), for reporting only; a task's ``"cost_limit"``
-        overrides it
+    :param cost_limit: episode cost limit d (float or per channel): where the "violation" penalty starts, and
+        for reporting; a task's ``"cost_limit"`` overrides it
     :param meta_batch_size: tasks per meta-iteration (paper: 10)
     :param n_steps: steps per environment per rollout (one rollout per policy per task)
     :param target_kl: KL bound of the TRPO step on phi (paper: 1e-3)
@@ -235,6 +269,7 @@ class MAMLCostPenalty(OnPolicyMetaAlgorithm):
         policy: str | type[MlpPolicy],
         env: GymEnv | str,
         cost_penalty: float | list[float] = 1.0,
+        penalty: str = "violation",
         inner_lr: float = 0.1,
         cost_limit: float | list[float] = 25.0,
         meta_batch_size: int = 10,
@@ -285,6 +320,9 @@ class MAMLCostPenalty(OnPolicyMetaAlgorithm):
             ray_address=ray_address,
         )
         self.cost_penalty = as_cost_vector(cost_penalty, self.n_costs, "cost_penalty", allow_negative=False)
+        if penalty not in PENALTY_FORMS:
+            raise ValueError(f"penalty must be one of {PENALTY_FORMS}, got {penalty!r}")
+        self.penalty = penalty
         self.inner_lr = check_positive(inner_lr, "inner_lr")
         self._set_trust_region(target_kl, cg_max_steps, cg_damping, line_search_shrinking_factor, line_search_max_iter)
         self.normalize_advantage = bool(normalize_advantage)
@@ -297,28 +335,35 @@ class MAMLCostPenalty(OnPolicyMetaAlgorithm):
         self.adapted_policy = copy.deepcopy(self.policy)
 
     # ------------------------------------------------------------------ data
-    def penalised_advantages(self, rollout: RolloutData) -> th.Tensor:
+    def penalised_advantages(self, rollout: RolloutData, cost_limit: np.ndarray | None = None) -> th.Tensor:
         """
         :param rollout: one rollout
-        :return: X = A - w.A_c of its samples (centred and divided by their std when ``normalize_advantage``), (n,)
+        :param cost_limit: the task's d, (p,) (None: the model's ``cost_limit``)
+        :return: X = A - w'.A_c of its samples, w' = :func:`penalty_weights` at the rollout's episode cost (centred
+            and divided by their std when ``normalize_advantage``), (n,)
         """
-        penalised = rollout.advantages.astype(np.float64) - rollout.cost_advantages.astype(np.float64) @ self.cost_penalty
+        limit = np.asarray(self.cost_limit if cost_limit is None else cost_limit, dtype=np.float64)
+        limit = np.broadcast_to(limit, (self.n_costs,))
+        weights = penalty_weights(self.cost_penalty, rollout.episode_cost, limit, self.penalty)
+        penalised = rollout.advantages.astype(np.float64) - rollout.cost_advantages.astype(np.float64) @ weights
         if self.normalize_advantage:
             penalised = (penalised - penalised.mean()) / (penalised.std() + 1e-8)
         return th.as_tensor(penalised, dtype=th.float32, device=self.device)
 
-    def _inner_data(self, rollout: RolloutData, policy: ActorCriticPolicy) -> SampleSet:
+    def _inner_data(self, rollout: RolloutData, policy: ActorCriticPolicy, cost_limit: np.ndarray | None = None) -> SampleSet:
         """:return: the rollout's samples, X and the log-probabilities of ``policy`` (which collected it)"""
         batch = rollout.to_batch(self.device)
         with th.no_grad():
             old_log_prob = policy.get_distribution(batch.observations).log_prob(batch.actions)
-        return SampleSet(batch.observations, batch.actions, self.penalised_advantages(rollout), old_log_prob=old_log_prob)
+        advantages = self.penalised_advantages(rollout, cost_limit)
+        return SampleSet(batch.observations, batch.actions, advantages, old_log_prob=old_log_prob)
 
     # ------------------------------------------------------------------ training
     def _meta_iteration(self, callback: BaseCallback) -> bool:
         """One meta-iteration of MAML-TRPO over a batch of tasks. :return: False if a callback stopped training"""
         tasks = self.sample_tasks(self.meta_batch_size)
         seed = self._seed_iteration()
+        limits = [task_cost_limit(task, self.cost_limit, self.n_costs) for task in tasks]
         # per task: pre-update data of pi_phi, the inner step, post-update data of pi_theta' (a task unit)
         results = self._map_task_units("inner_step", seed, [(i, (task,)) for i, task in enumerate(tasks)], callback)
         if results is None:
@@ -327,15 +372,20 @@ class MAMLCostPenalty(OnPolicyMetaAlgorithm):
         adapted_rollouts: list[RolloutData] = [adapted_rollout for _, adapted_rollout, _ in results]
         inner_kls = [kl for _, _, kl in results]
         # the outer step differentiates through the inner step: its data, read again here with pi_phi
-        inner_data = [self._inner_data(meta_rollout, self.policy) for meta_rollout in meta_rollouts]
+        pairs = zip(meta_rollouts, limits, strict=True)
+        inner_data = [self._inner_data(meta_rollout, self.policy, limit) for meta_rollout, limit in pairs]
 
-        step = self._meta_step(inner_data, adapted_rollouts, meta_rollouts)
+        step = self._meta_step(inner_data, adapted_rollouts, meta_rollouts, limits)
 
-        limits = [task_cost_limit(task, self.cost_limit, self.n_costs) for task in tasks]
         pairs = zip(meta_rollouts, limits, strict=True)
         violating = sum(bool(np.any(rollout.episode_cost > limit)) for rollout, limit in pairs)
-        self.logger.record("meta/cost_step", 0)  # the baseline has no cost step (kept for tools that read SafeMetaDual's logs)
         self.logger.record("meta/violating_tasks", violating)
+        # tasks whose inner (pre-update) loss carried a penalty: all for "linear" (w > 0), the violating ones else
+        penalised = [
+            penalty_weights(self.cost_penalty, rollout.episode_cost, limit, self.penalty)
+            for rollout, limit in zip(meta_rollouts, limits, strict=True)
+        ]
+        self.logger.record("meta/penalised_tasks", sum(bool(np.any(weights > 0)) for weights in penalised))
         self._record_rollouts(meta_rollouts, adapted_rollouts)
         self.logger.record("meta/adaptation_kl", float(np.mean(inner_kls)))
         self._record_trust_region_step(step)
@@ -354,7 +404,7 @@ class MAMLCostPenalty(OnPolicyMetaAlgorithm):
         meta_rollout = self._collect(self.policy, task, callback, self.policy.optimizer)
         if meta_rollout is None:
             return None
-        data = self._inner_data(meta_rollout, self.policy)
+        data = self._inner_data(meta_rollout, self.policy, task_cost_limit(task, self.cost_limit, self.n_costs))
         adapted = inner_step(
             self.policy,
             actor_parameter_dict(self.policy),
@@ -371,13 +421,18 @@ class MAMLCostPenalty(OnPolicyMetaAlgorithm):
         return None if adapted_rollout is None else (meta_rollout, adapted_rollout, inner_kl)
 
     def _meta_step(
-        self, inner_data: list[SampleSet], adapted_rollouts: list[RolloutData], meta_rollouts: list[RolloutData]
+        self,
+        inner_data: list[SampleSet],
+        adapted_rollouts: list[RolloutData],
+        meta_rollouts: list[RolloutData],
+        limits: list[np.ndarray] | None = None,
     ) -> TrustRegionResult:
         """The outer TRPO step on phi, through the inner step; trust region on the pre-update policy pi_phi."""
         post_samples = []
-        for rollout in adapted_rollouts:
+        for index, rollout in enumerate(adapted_rollouts):
             batch = rollout.to_batch(self.device)
-            post_samples.append(SampleSet(batch.observations, batch.actions, self.penalised_advantages(rollout)))
+            limit = None if limits is None else limits[index]
+            post_samples.append(SampleSet(batch.observations, batch.actions, self.penalised_advantages(rollout, limit)))
         return self._trust_region_step(MAMLSurrogate(self.policy, inner_data, post_samples, self.inner_lr), meta_rollouts)
 
     # ------------------------------------------------------------------ meta-test
@@ -394,7 +449,7 @@ class MAMLCostPenalty(OnPolicyMetaAlgorithm):
     ) -> MetaTestReport:
         """
         Adapt the meta-policy to unseen tasks as MAML does: pi_[0] = pi_phi, pi_[k+1] = pi_[k] + one plain inner
-        policy-gradient step on r - w.c (step ``inner_lr``, no safety mechanism), recording the episode return
+        policy-gradient step on the penalised loss (step ``inner_lr``, no safety mechanism), recording the episode return
         and cost of every pi_[k] (the report of :meth:`SafeMetaDual.meta_test <sb3_safemeta.SafeMetaDual.meta_test>`).
 
         :param n_tasks: number of test tasks (ignored when ``tasks`` is given)
@@ -418,7 +473,7 @@ class MAMLCostPenalty(OnPolicyMetaAlgorithm):
                 assert rollout is not None  # the meta-test callback never stops
                 yield rollout
                 if step < n_adapt_steps:
-                    data = self._inner_data(rollout, policy)
+                    data = self._inner_data(rollout, policy, cost_limit)
                     adapted = inner_step(
                         policy,
                         actor_parameter_dict(policy),

@@ -41,15 +41,28 @@ from sb3_safemeta.common.functional_policy import (
 from sb3_safemeta.common.meta_algorithm import OnPolicyMetaAlgorithm
 from sb3_safemeta.common.rollout_data import RolloutData
 from sb3_safemeta.common.tasks import Task, task_cost_limit
-from sb3_safemeta.common.trust_region import TrustRegionResult
+from sb3_safemeta.common.trust_region import MeanKL, TrustRegionResult
 from sb3_safemeta.common.validation import check_in_range, check_int
 from sb3_safemeta.meta_cpo.cpo_step import CPOStepResult, cpo_step
+from sb3_safemeta.meta_cpo.outer_step import ConstrainedStepResult, constrained_trust_region_step
 from sb3_safemeta.meta_cpo.policies import MlpPolicy
 
-__all__ = ["META_GRADIENTS", "CPOData", "MetaCPO", "MetaCPOSurrogate", "cpo_inner_step", "fisher_vector_product"]
+__all__ = [
+    "META_GRADIENTS",
+    "META_STEPS",
+    "CPOData",
+    "MetaCPO",
+    "MetaCPOSurrogate",
+    "cpo_inner_step",
+    "fisher_vector_product",
+]
 
 # "second_order": differentiate through the CPO step; "first_order": its Jacobian taken as the identity
 META_GRADIENTS = ("second_order", "first_order")
+# the outer step on phi: "cpo" constrained by the linearised post-adaptation cost (Cho and Sun 2024), "trpo" not
+META_STEPS = ("cpo", "trpo")
+# the outer CPO step's case as a number for the logs
+_CASE_CODES = {"kl_only": 0, "both_active": 1, "recovery": 2}
 
 
 # ---------------------------------------------------------------------------------------------- functional pieces
@@ -220,12 +233,15 @@ class PostSamples:
     :param actions: its actions
     :param advantages: its reward advantages, (n,)
     :param weights: sample weights (None: 1/n each)
+    :param cost_advantages: H * A_c, the cost advantages in episode units (None: no cost surrogate), (n,); only the
+        constrained outer step (``meta_step="cpo"``) uses them
     """
 
     observations: th.Tensor
     actions: th.Tensor
     advantages: th.Tensor
     weights: th.Tensor | None = None
+    cost_advantages: th.Tensor | None = None
 
 
 class MetaCPOSurrogate:
@@ -299,11 +315,28 @@ class MetaCPOSurrogate:
         return adapted
 
     def __call__(self) -> th.Tensor:
-        terms = []
+        return self.objectives(with_cost=False)[0]
+
+    def objectives(self, with_cost: bool = True) -> tuple[th.Tensor, th.Tensor]:
+        """
+        The reward surrogate L(phi) and the cost surrogate of the adapted policies,
+        ``C(phi) = mean_tau E_post[ pi_theta'_tau(phi) / pi_theta'_tau(phi_old) * H A_c,post ]`` (episode units: its
+        gradient at phi_old is the gradient of the mean post-adaptation episode cost through the inner step), from
+        one computation of the theta'_tau(phi).
+
+        :param with_cost: also compute C (needs ``cost_advantages`` in every post-update sample set)
+        :return: (L, C) (C is 0 when ``with_cost`` is False)
+        """
+        rewards, costs = [], []
         for adapted, post, old_log_prob in zip(self.adapted_parameters(), self.post_samples, self.old_log_probs, strict=True):
             ratio = th.exp(functional_log_prob(self.policy, adapted, post.observations, post.actions) - old_log_prob)
-            terms.append(weighted_mean(ratio * post.advantages, post.weights))
-        return th.stack(terms).mean()
+            rewards.append(weighted_mean(ratio * post.advantages, post.weights))
+            if with_cost:
+                if post.cost_advantages is None:
+                    raise ValueError("MetaCPOSurrogate.objectives needs the post-update cost_advantages of every task")
+                costs.append(weighted_mean(ratio * post.cost_advantages, post.weights))
+        reward = th.stack(rewards).mean()
+        return reward, (th.stack(costs).mean() if with_cost else th.zeros_like(reward))
 
 
 # ---------------------------------------------------------------------------------------------- the algorithm
@@ -316,16 +349,22 @@ class MetaCPO(OnPolicyMetaAlgorithm):
     One meta-iteration samples ``meta_batch_size`` tasks. For each task: a rollout of pi_phi, the CPO step
     theta'(phi) = phi + x(g(phi), b(phi)) (quadratic approximation of the task's constrained problem within KL
     ``inner_kl``, solved through its dual; recovery step when infeasible; :func:`cpo_inner_step`), and a rollout of
-    pi_theta' on the same task. phi then takes one TRPO step on ``mean_tau E_post[ pi_theta'(phi) /
+    pi_theta' on the same task. phi then takes one step on the reward surrogate ``mean_tau E_post[ pi_theta'(phi) /
     pi_theta'(phi_old) * A_post ]`` (:class:`MetaCPOSurrogate`): with ``meta_gradient="second_order"`` the gradient
     goes through the CPO step (g and b by double backward, the unrolled conjugate gradient with the Fisher held at
-    phi_old, and the closed-form dual), with ``"first_order"`` the step's Jacobian is taken as the identity. The
-    natural-gradient direction uses the Fisher of the pre-update policy pi_phi (KL bound ``target_kl``) and a
-    backtracking line search restores phi when no step improves the objective within the bound.
+    phi_old, and the closed-form dual), with ``"first_order"`` the step's Jacobian is taken as the identity. With
+    ``meta_step="cpo"`` (default, constraints at both levels as Cho and Sun 2024) the outer step is itself a CPO
+    step (:func:`~sb3_safemeta.meta_cpo.outer_step.constrained_trust_region_step`): the post-adaptation cost
+    surrogate ``mean_tau E_post[ratio * H A_c,post]`` is linearised through the inner step as well, c is the mean
+    over tasks of the adapted policies' episode cost minus d, and a recovery step decreases that cost when the
+    linearised constraint cannot be met in the trust region. With ``meta_step="trpo"`` it is an unconstrained TRPO
+    step on the reward surrogate. Either way the trust region is the KL of the pre-update policy pi_phi (bound
+    ``target_kl``) and a backtracking line search restores phi when no step is acceptable.
 
-    Safety: the CPO step keeps the LINEARISED cost of theta' within d (or moves towards it, by the recovery step),
-    but the meta-policy pi_phi itself is unconstrained (nothing checks it against d) and the linearisation
-    may be wrong for a step of KL ``inner_kl``: no explored policy is guaranteed within d.
+    Safety: both CPO steps keep LINEARISED costs within d (or move towards them, by their recovery steps), but the
+    meta-policy pi_phi itself is not constrained (the outer constraint is on the adapted policies, nothing checks
+    pi_phi against d) and the linearisations may be wrong for steps of KL ``inner_kl`` / ``target_kl``: no explored
+    policy is guaranteed within d.
 
     One cost channel (CPO's single constraint): ``n_costs`` must be 1.
 
@@ -337,9 +376,11 @@ class MetaCPO(OnPolicyMetaAlgorithm):
     :param inner_kl: delta, the KL radius of the CPO step (meta-training and meta-test)
     :param meta_gradient: ``"second_order"`` (default: through the CPO step, as the paper describes meta-CPO) or
         ``"first_order"`` (the step's Jacobian taken as the identity; cheaper)
+    :param meta_step: the outer step on phi: ``"cpo"`` (default: constrained by the linearised post-adaptation cost,
+        with a recovery step, as Cho and Sun 2024) or ``"trpo"`` (unconstrained TRPO step on the reward surrogate)
     :param meta_batch_size: tasks per meta-iteration
     :param n_steps: steps per environment per rollout (one rollout per policy per task)
-    :param target_kl: KL bound of the outer TRPO step on phi (paper: 1e-3)
+    :param target_kl: KL bound of the outer step on phi (paper: 1e-3)
     :param inner_cg_max_steps: unrolled conjugate-gradient iterations of the CPO step
     :param cg_max_steps: conjugate-gradient iterations of the outer TRPO step
     :param cg_damping: damping of both Fisher-vector products
@@ -378,6 +419,7 @@ class MetaCPO(OnPolicyMetaAlgorithm):
         cost_limit: float | list[float] = 25.0,
         inner_kl: float = 0.01,
         meta_gradient: str = "second_order",
+        meta_step: str = "cpo",
         meta_batch_size: int = 10,
         n_steps: int = 200,
         target_kl: float = 1e-3,
@@ -431,6 +473,9 @@ class MetaCPO(OnPolicyMetaAlgorithm):
         if meta_gradient not in META_GRADIENTS:
             raise ValueError(f"meta_gradient must be one of {META_GRADIENTS}, got {meta_gradient!r}")
         self.meta_gradient = meta_gradient
+        if meta_step not in META_STEPS:
+            raise ValueError(f"meta_step must be one of {META_STEPS}, got {meta_step!r}")
+        self.meta_step = meta_step
         # no line search on the inner step: a radius of many nats moves log std so far that the adapted policy is
         # no distribution (found by tests/test_properties.py with inner_kl ~ 5e6); 1 nat is far beyond any use
         self.inner_kl = check_in_range(inner_kl, "inner_kl", 0.0, 1.0, low_open=True)
@@ -506,17 +551,37 @@ class MetaCPO(OnPolicyMetaAlgorithm):
         ]
 
         meta_start = time.time()
-        step = self._meta_step(inner_data, adapted_rollouts, meta_rollouts)
+        # c of the outer constraint: the adapted policies' episode cost minus their task's limit, mean over tasks
+        pairs = zip(adapted_rollouts, limits, strict=True)
+        outer_excess = float(np.mean([rollout.episode_cost[0] - limit[0] for rollout, limit in pairs]))
+        step = self._meta_step(inner_data, adapted_rollouts, meta_rollouts, outer_excess)
 
         violating = sum(bool(np.any(r.episode_cost > limit)) for r, limit in zip(meta_rollouts, limits, strict=True))
-        self.logger.record("meta/cost_step", 0)  # no cost step on pi_phi (kept for tools that read SafeMetaDual's logs)
         self.logger.record("meta/violating_tasks", violating)
         self._record_rollouts(meta_rollouts, adapted_rollouts)
         self.logger.record("meta/adaptation_kl", float(np.mean(inner_kls)))
+        # the inner CPO steps' duals: nu* (the cost multiplier, "u" as A^s's) and lambda* (the KL multiplier)
+        self.logger.record("meta/u_mean", float(np.mean([s.lagrange_cost for s in steps])))
+        self.logger.record("meta/cpo_lagrange_kl", float(np.mean([s.lagrange_kl for s in steps])))
         self.logger.record("meta/cpo_both_active", sum(s.case == "both_active" for s in steps))
         self.logger.record("meta/cpo_recovery", sum(s.case == "recovery" for s in steps))
         self.logger.record("meta/cpo_predicted_cost_change", float(np.mean([s.predicted_cost_change for s in steps])))
-        self._record_trust_region_step(step)
+        if isinstance(step, ConstrainedStepResult):
+            # the outer CPO step under the TRPO step's keys, then its case, duals and cost-surrogate change
+            self.logger.record("train/is_line_search_success", int(step.success))
+            self.logger.record("train/kl", step.kl)
+            self.logger.record("train/improvement", step.improvement)
+            self.logger.record("train/gradient_norm", step.gradient_norm)
+            self.logger.record("meta/cost_step", int(step.cpo is not None and step.cpo.case == "recovery"))
+            self.logger.record("train/outer_cost_excess", outer_excess)
+            self.logger.record("train/cost_change", step.cost_change)
+            self.logger.record("train/cost_gradient_norm", step.cost_gradient_norm)
+            if step.cpo is not None:
+                self.logger.record("train/cpo_case", _CASE_CODES[step.cpo.case])
+                self.logger.record("train/cpo_lagrange_kl", step.cpo.lagrange_kl)
+                self.logger.record("train/cpo_lagrange_cost", step.cpo.lagrange_cost)
+        else:
+            self._record_trust_region_step(step)
         self.logger.record("time/meta_step_seconds", time.time() - meta_start)
         return True
 
@@ -541,13 +606,29 @@ class MetaCPO(OnPolicyMetaAlgorithm):
         return None if adapted_rollout is None else (meta_rollout, adapted_rollout, step, inner_kl)
 
     def _meta_step(
-        self, inner_data: list[CPOData], adapted_rollouts: list[RolloutData], meta_rollouts: list[RolloutData]
-    ) -> TrustRegionResult:
-        """The outer TRPO step on phi, through the CPO step; trust region on the pre-update policy pi_phi."""
+        self,
+        inner_data: list[CPOData],
+        adapted_rollouts: list[RolloutData],
+        meta_rollouts: list[RolloutData],
+        outer_excess: float = 0.0,
+    ) -> TrustRegionResult | ConstrainedStepResult:
+        """
+        The outer step on phi, through the inner CPO step; trust region on the pre-update policy pi_phi.
+
+        :param outer_excess: c of the outer constraint (``meta_step="cpo"``): mean over tasks of Jc(pi_theta') - d
+        """
         post_samples = []
         for rollout in adapted_rollouts:
             batch = rollout.to_batch(self.device)
-            post_samples.append(PostSamples(batch.observations, batch.actions, self._reward_advantages(rollout)))
+            cost_advantages = rollout.horizon * rollout.cost_advantages[:, 0]  # episode units, as the inner step's b
+            post_samples.append(
+                PostSamples(
+                    batch.observations,
+                    batch.actions,
+                    self._reward_advantages(rollout),
+                    cost_advantages=th.as_tensor(cost_advantages, dtype=th.float32, device=self.device),
+                )
+            )
         surrogate = MetaCPOSurrogate(
             self.policy,  # type: ignore[arg-type]
             inner_data,
@@ -557,6 +638,18 @@ class MetaCPO(OnPolicyMetaAlgorithm):
             self.cg_damping,
             first_order=self.meta_gradient == "first_order",
         )
+        if self.meta_step == "cpo":
+            return constrained_trust_region_step(
+                self.policy.actor_parameters(),  # type: ignore[operator]
+                surrogate.objectives,
+                MeanKL(self.policy, self._trust_region_states(meta_rollouts)),  # type: ignore[arg-type]
+                cost_excess=outer_excess,
+                max_kl=self.target_kl,
+                cg_max_steps=self.cg_max_steps,
+                cg_damping=self.cg_damping,
+                shrinking_factor=self.line_search_shrinking_factor,
+                max_backtracks=self.line_search_max_iter,
+            )
         return self._trust_region_step(surrogate, meta_rollouts)
 
     # ------------------------------------------------------------------ meta-test

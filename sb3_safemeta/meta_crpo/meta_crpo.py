@@ -26,6 +26,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from sb3_safemeta.common.adaptation.batch import AdaptationBatch
 from sb3_safemeta.common.distributed import parallel_meta_test
 from sb3_safemeta.common.evaluation import MetaTestReport
+from sb3_safemeta.common.functional_policy import mean_kl
 from sb3_safemeta.common.meta_algorithm import OnPolicyMetaAlgorithm
 from sb3_safemeta.common.rollout_data import RolloutData
 from sb3_safemeta.common.tasks import Task, task_cost_limit
@@ -33,7 +34,11 @@ from sb3_safemeta.common.trust_region import ImportanceWeightedSurrogate, MeanKL
 from sb3_safemeta.common.validation import as_cost_vector, check_int, check_positive
 from sb3_safemeta.meta_crpo.policies import MlpPolicy
 
-__all__ = ["CRPOStepResult", "MetaCRPO", "average_distance_update", "crpo_step"]
+__all__ = ["META_UPDATES", "CRPOStepResult", "MetaCRPO", "average_distance_update", "crpo_step", "running_mean_update"]
+
+# the meta-update's target: the mean of the task parameters of every task seen so far (the paper's description of
+# meta-CRPO), or of the current batch only
+META_UPDATES = ("running_mean", "batch")
 
 
 # ---------------------------------------------------------------------------------------------- one CRPO step
@@ -138,6 +143,30 @@ def average_distance_update(phi: th.Tensor, task_parameters: Sequence[th.Tensor]
     return phi + meta_lr * differences.mean(dim=0)
 
 
+def running_mean_update(mean: np.ndarray | None, n_seen: int, task_parameters: Sequence[th.Tensor]) -> tuple[np.ndarray, int]:
+    """
+    The minimiser of the average squared distance to the task parameters of ALL tasks seen so far,
+    ``argmin_phi 1 / N sum_{j <= N} 1/2 ||phi - theta_j||^2 = mean_j theta_j``, updated with a new batch:
+    ``(n_seen * mean + sum_batch theta) / (n_seen + batch size)``, in float64 (the value kept between
+    meta-iterations and saved with the model, so that a resumed run is bit-identical).
+
+    :param mean: the mean of the ``n_seen`` task parameter vectors seen before (None if none)
+    :param n_seen: how many tasks ``mean`` averages (>= 0)
+    :param task_parameters: the new batch's theta_tau, flat vectors of one shape
+    :return: the mean over all ``n_seen + len(task_parameters)`` tasks, and that count
+    """
+    if not task_parameters:
+        raise ValueError("running_mean_update needs at least one task parameter vector")
+    if int(n_seen) < 0 or (n_seen > 0 and mean is None):
+        raise ValueError(f"n_seen must be >= 0 and come with a mean, got n_seen={n_seen!r}, mean={mean!r}")
+    batch = np.stack([theta.detach().cpu().double().numpy() for theta in task_parameters])
+    if n_seen > 0 and mean is not None and mean.shape != batch.shape[1:]:
+        raise ValueError(f"task parameters of shape {batch.shape[1:]} do not match the running mean's {mean.shape}")
+    total = int(n_seen) + len(batch)
+    previous = (int(n_seen) * mean) if (n_seen > 0 and mean is not None) else 0.0
+    return (previous + batch.sum(axis=0)) / total, total
+
+
 # ---------------------------------------------------------------------------------------------- the algorithm
 class MetaCRPO(OnPolicyMetaAlgorithm):
     """
@@ -148,7 +177,10 @@ class MetaCRPO(OnPolicyMetaAlgorithm):
     pi_phi and takes ``n_inner_steps`` CRPO steps (:func:`crpo_step`), each on a fresh rollout of the current
     task policy: a TRPO step (KL bound ``adapt_kl``) that decreases the most violated cost when the rollout's
     episode cost exceeds d + ``eta_tol``, else one that increases the reward. The final task parameters theta_tau
-    are kept, and phi <- phi + ``meta_lr`` * mean_tau (theta_tau - phi) (:func:`average_distance_update`).
+    are kept, and phi <- phi + ``meta_lr`` * (target - phi) with target the minimiser of the average distance to
+    the task policies: of ALL tasks seen so far with ``meta_update="running_mean"`` (default, as the paper
+    describes meta-CRPO; :func:`running_mean_update`, the running mean is saved with the model), of the current
+    batch with ``meta_update="batch"`` (:func:`average_distance_update`, the Reptile update).
 
     Distance: the Euclidean distance of the policy parameters (actor and critics; with
     ``advantage_estimator="mc"`` the critics never move). The paper describes the meta-update of meta-CRPO as
@@ -171,8 +203,11 @@ class MetaCRPO(OnPolicyMetaAlgorithm):
     :param eta_tol: tolerance eta of CRPO's constraint check (float or per channel, >= 0): a cost step is taken
         when Jc_i > d_i + eta_tol_i (Xu et al. 2021)
     :param meta_batch_size: tasks per meta-iteration
-    :param n_inner_steps: CRPO steps per task in meta-training (one rollout each)
-    :param meta_lr: step size of the meta-update, in (0, 1] (1: phi becomes the mean of the task parameters)
+    :param n_inner_steps: CRPO steps per task in meta-training (one rollout each; 2: two rollouts per task, the
+        data budget of the other meta-learners, and the second one is the adapted policy's)
+    :param meta_update: ``"running_mean"`` (default: the target of the meta-update is the mean of the task
+        parameters of every task seen so far) or ``"batch"`` (the mean over the current batch)
+    :param meta_lr: step size of the meta-update, in (0, 1] (1: phi becomes the target)
     :param n_steps: steps per environment per rollout
     :param adapt_kl: KL bound of every CRPO step (meta-training and meta-test)
     :param cg_max_steps: conjugate-gradient iterations of a CRPO step
@@ -215,7 +250,8 @@ class MetaCRPO(OnPolicyMetaAlgorithm):
         cost_limit: float | list[float] = 25.0,
         eta_tol: float | list[float] = 0.0,
         meta_batch_size: int = 10,
-        n_inner_steps: int = 1,
+        n_inner_steps: int = 2,
+        meta_update: str = "running_mean",
         meta_lr: float = 1.0,
         n_steps: int = 200,
         adapt_kl: float = 0.01,
@@ -268,6 +304,12 @@ class MetaCRPO(OnPolicyMetaAlgorithm):
         if meta_lr > 1.0:
             raise ValueError(f"meta_lr must be in (0, 1] (1: phi becomes the mean of the task parameters), got {meta_lr!r}")
         self.meta_lr = meta_lr
+        if meta_update not in META_UPDATES:
+            raise ValueError(f"meta_update must be one of {META_UPDATES}, got {meta_update!r}")
+        self.meta_update = meta_update
+        # the running mean (float64, flat over policy.parameters()) of the task parameters of every task seen
+        self.task_parameter_mean: np.ndarray | None = None
+        self.n_seen_tasks = 0
         # the TRPO steps of CRPO on the task policies (meta-CRPO has no trust-region step on phi)
         self._set_trust_region(
             adapt_kl, cg_max_steps, cg_damping, line_search_shrinking_factor, line_search_max_iter, kl_name="adapt_kl"
@@ -323,7 +365,20 @@ class MetaCRPO(OnPolicyMetaAlgorithm):
         # rollouts of task policies after at least one CRPO step
         adapted_rollouts: list[RolloutData] = [rollout for task_rollouts in rollouts for rollout in task_rollouts[1:]]
         steps: list[CRPOStepResult] = [step for _, _, task_steps in results for step in task_steps]
-        new_phi = average_distance_update(phi, task_parameters, self.meta_lr)
+        # E_s[KL(pi_phi || pi_theta_tau)] of each task's whole adaptation, on the meta-policy's states
+        adaptation_kls: list[float] = []
+        for theta, meta_rollout in zip(task_parameters, meta_rollouts, strict=True):
+            vector_to_parameters(theta, self.task_policy.parameters())
+            adaptation_kls.append(mean_kl(self.policy, self.task_policy, meta_rollout.to_batch(self.device).observations))
+        if self.meta_update == "running_mean":
+            self.task_parameter_mean, self.n_seen_tasks = running_mean_update(
+                self.task_parameter_mean, self.n_seen_tasks, task_parameters
+            )
+            target = th.as_tensor(self.task_parameter_mean, device=phi.device)
+            new_phi = target if self.meta_lr == 1.0 else phi.double() + self.meta_lr * (target - phi.double())
+            new_phi = new_phi.to(phi.dtype)
+        else:
+            new_phi = average_distance_update(phi, task_parameters, self.meta_lr)
         vector_to_parameters(new_phi, self.policy.parameters())
 
         excesses = np.array([step.excess for step in steps[:: self.n_inner_steps]])  # pi_phi's, one per task
@@ -332,10 +387,13 @@ class MetaCRPO(OnPolicyMetaAlgorithm):
         self.logger.record("meta/violating_tasks", int(np.sum(np.any(excesses > 0, axis=1))))
         self._record_rollouts(meta_rollouts, adapted_rollouts)
         self.logger.record("meta/task_distance", float(np.mean([float((theta - phi).norm()) for theta in task_parameters])))
+        self.logger.record("meta/adaptation_kl", float(np.mean(adaptation_kls)))
+        self.logger.record("meta/seen_tasks", self.n_seen_tasks)
         self.logger.record("meta/update_norm", float((new_phi - phi).norm()))
         self.logger.record("train/is_line_search_success", len(accepted) / len(steps))
         self.logger.record("train/kl", float(np.mean([step.kl for step in accepted])) if accepted else 0.0)
         self.logger.record("train/gradient_norm", float(np.mean([step.trust_region.gradient_norm for step in steps])))
+        self.logger.record("train/improvement", float(np.mean([step.improvement for step in accepted])) if accepted else 0.0)
         return True
 
     def _unit_crpo(

@@ -11,13 +11,22 @@ import sys
 import sysconfig
 
 from sb3_safemeta.common.on_policy_cost_algorithm import OnPolicyCostAlgorithm
+from sb3_safemeta.maml_cost_penalty import MAMLCostPenalty
+from sb3_safemeta.meta_cpo import MetaCPO
+from sb3_safemeta.meta_crpo import MetaCRPO
 from sb3_safemeta.safe_adapter import SafeAdapter
 from sb3_safemeta.safe_meta_dual import SafeMetaDual
 
 __all__ = ["SAFEMETA_ALGOS", "hyperparams_path"]
 
-# name on the rl-zoo3 command line -> algorithm class
-SAFEMETA_ALGOS: dict[str, type[OnPolicyCostAlgorithm]] = {"safemeta": SafeMetaDual, "safe_adapter": SafeAdapter}
+# name on the rl-zoo3 command line -> algorithm class (the three baselines of Section 6 too)
+SAFEMETA_ALGOS: dict[str, type[OnPolicyCostAlgorithm]] = {
+    "safemeta": SafeMetaDual,
+    "safe_adapter": SafeAdapter,
+    "maml_cost_penalty": MAMLCostPenalty,
+    "meta_cpo": MetaCPO,
+    "meta_crpo": MetaCRPO,
+}
 
 
 def hyperparams_path(algo: str) -> pathlib.Path:
@@ -28,7 +37,7 @@ def hyperparams_path(algo: str) -> pathlib.Path:
     ``<prefix>/share/sb3_safemeta/hyperparams/<algo>.yml`` where a wheel install puts them
     (``data_files`` in setup.cfg; prefix is the environment's, or the user base for ``--user``).
 
-    :param algo: ``"safemeta"`` or ``"safe_adapter"``
+    :param algo: a key of :data:`SAFEMETA_ALGOS`
     :return: the path of the yml file
     """
     share = pathlib.Path("share", "sb3_safemeta", "hyperparams")

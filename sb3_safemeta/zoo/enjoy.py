@@ -22,7 +22,7 @@ from rl_zoo3.utils import get_model_path
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_safemeta.common.evaluation import evaluate_policy_cost
-from sb3_safemeta.safe_meta_dual import SafeMetaDual
+from sb3_safemeta.common.meta_algorithm import OnPolicyMetaAlgorithm
 from sb3_safemeta.zoo.algos import SAFEMETA_ALGOS
 
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--exp-id", type=int, default=0, help="experiment id (0: the latest one with a model)")
     parser.add_argument("--load-best", action="store_true", help="load best_model.zip")
     parser.add_argument("-n", "--n-episodes", type=int, default=5, help="deterministic episodes of the loaded policy")
-    parser.add_argument("--meta-test-tasks", type=int, default=0, help="unseen tasks for a meta-test (safemeta only)")
+    parser.add_argument("--meta-test-tasks", type=int, default=0, help="unseen tasks for a meta-test (meta-learners)")
     parser.add_argument("--adapt-steps", type=int, default=5, help="adaptation steps per meta-test task")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
@@ -70,10 +70,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Loaded {model_path}")
     returns, costs = evaluate_policy_cost(model, env, args.n_episodes, n_costs=int(getattr(model, "n_costs", 1)))
     limit = np.asarray(model.cost_limit, dtype=np.float64)
+    for episode, (episode_return, episode_cost) in enumerate(zip(returns, costs, strict=True)):
+        print(f"Episode {episode}: Reward {episode_return:.2f}, Cost {', '.join(f'{c:.2f}' for c in episode_cost)}")
     summary = f"return {returns.mean():.2f} +/- {returns.std():.2f}, episode cost max {costs.max():.2f} (d = {limit})"
     print(f"{args.n_episodes} episodes: {summary}")
-    if args.meta_test_tasks > 0 and isinstance(model, SafeMetaDual):
-        report = model.meta_test(n_tasks=args.meta_test_tasks, n_adapt_steps=args.adapt_steps, seed=args.seed + 10_000)
+    if args.meta_test_tasks > 0 and isinstance(model, OnPolicyMetaAlgorithm):
+        report = model.meta_test(n_tasks=args.meta_test_tasks, n_adapt_steps=args.adapt_steps, seed=args.seed + 10_000)  # type: ignore[attr-defined]
         print(report.table())
 
 

@@ -32,17 +32,24 @@ from pathlib import Path
 from pprint import pprint
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import optuna
 from optuna.samplers import BaseSampler, TPESampler
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
+from rl_zoo3.callbacks import SaveVecNormalizeCallback
 from rl_zoo3.exp_manager import ExperimentManager
 from rl_zoo3.hyperparams_opt import HYPERPARAMS_SAMPLER
 from rl_zoo3.utils import ALGOS
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
 
+from sb3_safemeta.common.callbacks import CostEvalCallback
 from sb3_safemeta.common.evaluation import evaluate_policy_cost
+from sb3_safemeta.common.meta_algorithm import OnPolicyMetaAlgorithm
+from sb3_safemeta.common.wrappers import EPISODE_COST_KEY, EpisodeCostInfo
 from sb3_safemeta.zoo.algos import SAFEMETA_ALGOS, hyperparams_path
 
 # paper Section 5.1 / Appendix D.2: 20 unseen tasks, 20 adaptation steps each
@@ -100,6 +107,10 @@ class SafeMetaExperimentManager(ExperimentManager):
             return
         if kwargs.get("config") is None and not os.path.isfile(self.config):
             self.config = str(hyperparams_path(self.algo))  # rl-zoo3 looks only inside its own package
+        if self.optimize_hyperparameters and self.n_evaluations is None:
+            # our objective trains each trial to the end (no intermediate report, nothing is pruned): without this,
+            # rl-zoo3 would announce "Doing N intermediate evaluations for pruning"
+            self.n_evaluations = 0
         if self.optimize_hyperparameters and self.storage is None:
             Path(self.log_path).mkdir(parents=True, exist_ok=True)
             self.storage = f"sqlite:///{Path(self.log_path).resolve() / f'{self.env_name}_study.db'}"
@@ -128,6 +139,70 @@ class SafeMetaExperimentManager(ExperimentManager):
             meta_test_kwargs = eval(meta_test_kwargs)  # rl-zoo3's convention for dict values in yml
         self.meta_test_kwargs.update(meta_test_kwargs or {})
         return super()._preprocess_hyperparams(hyperparams)
+
+    # ------------------------------------------------------------------ environments and evaluation
+    def create_envs(self, n_envs: int, eval_env: bool = False, no_log: bool = False) -> VecEnv:
+        """
+        rl-zoo3's environments, with the episode cost recorded: for our algorithms every environment is wrapped in
+        :class:`~sb3_safemeta.common.wrappers.EpisodeCostInfo` INSIDE the ``Monitor``, whose ``info_keywords``
+        include ``"episode_cost"`` (a column of ``monitor.csv``). Other algorithms get rl-zoo3's environments.
+        """
+        if not self.is_safemeta:
+            return super().create_envs(n_envs, eval_env, no_log)
+        keywords = tuple(self.monitor_kwargs.get("info_keywords", ()))
+        if EPISODE_COST_KEY not in keywords:
+            self.monitor_kwargs = {**self.monitor_kwargs, "info_keywords": (*keywords, EPISODE_COST_KEY)}
+        spec = gym.spec(self.env_name.gym_id)
+
+        def make_env(**kwargs: Any) -> gym.Env:
+            return EpisodeCostInfo(spec.make(**kwargs))
+
+        env = make_vec_env(
+            make_env,
+            n_envs=n_envs,
+            seed=self.seed,
+            env_kwargs=self.eval_env_kwargs if eval_env else self.env_kwargs,
+            monitor_dir=None if eval_env or no_log else self.save_path,
+            wrapper_class=self.env_wrapper,
+            vec_env_cls=self.vec_env_class,  # type: ignore[arg-type]
+            vec_env_kwargs=self.vec_env_kwargs,
+            monitor_kwargs=self.monitor_kwargs,
+        )
+        if self.vec_env_wrapper is not None:
+            env = self.vec_env_wrapper(env)
+        env = self._maybe_normalize(env, eval_env)
+        if self.frame_stack is not None:
+            env = VecFrameStack(env, self.frame_stack)
+        return env
+
+    def create_callbacks(self) -> None:
+        """
+        rl-zoo3's callbacks; for our algorithms ``--eval-freq`` creates the cost-aware
+        :class:`~sb3_safemeta.common.callbacks.CostEvalCallback` instead of SB3's ``EvalCallback``: reward and cost
+        (after one adaptation step for the meta-learners), cost arrays in ``evaluations.npz``, ``best_model.zip``
+        the best FEASIBLE model.
+        """
+        if not self.is_safemeta:
+            return super().create_callbacks()
+        eval_freq, self.eval_freq = self.eval_freq, -1  # rl-zoo3's part without its EvalCallback
+        super().create_callbacks()
+        self.eval_freq = eval_freq
+        if eval_freq > 0 and not self.optimize_hyperparameters:
+            is_meta = issubclass(ALGOS[self.algo], OnPolicyMetaAlgorithm)
+            if self.verbose > 0:
+                print("Creating the cost-aware evaluation" + ("" if is_meta else " (and its test environment)"))
+            self.callbacks.append(
+                CostEvalCallback(
+                    None if is_meta else self.create_envs(self.n_eval_envs, eval_env=True),
+                    n_eval_episodes=self.n_eval_episodes,
+                    eval_freq=eval_freq,  # environment steps (rl-zoo3 divides by n_envs for its own callback)
+                    log_path=self.save_path,
+                    best_model_save_path=self.save_path,
+                    deterministic=self.deterministic_eval,
+                    callback_on_new_best=SaveVecNormalizeCallback(save_freq=1, save_path=self.params_path),
+                    verbose=self.verbose,
+                )
+            )
 
     # ------------------------------------------------------------------ Optuna
     def _create_sampler(self, sampler_method: str) -> BaseSampler:
@@ -182,8 +257,8 @@ class SafeMetaExperimentManager(ExperimentManager):
 
     def _evaluate(self, model: Any, tracker: EpisodeCostTracker) -> tuple[float, list[float], dict[str, Any]]:
         """:return: objective value, constraint (max episode cost - d, per channel), user attributes"""
-        if self.algo == "safemeta":
-            report = model.meta_test(**self.meta_test_kwargs)
+        if isinstance(model, OnPolicyMetaAlgorithm):  # SafeMetaDual and the baselines: their own adaptation
+            report = model.meta_test(**self.meta_test_kwargs)  # type: ignore[attr-defined]
             # every task's cost against its own limit, over every explored policy pi_[0..K]
             excess = (report.costs - report.cost_limits[:, None, :]).max(axis=(0, 1))
             max_cost, cost_limit = report.costs.max(axis=(0, 1)), report.cost_limits.min(axis=0)
@@ -271,6 +346,56 @@ class SafeMetaExperimentManager(ExperimentManager):
             pkl.dump(study, file_handler)
         if self.verbose:
             print(f"Writing report to {log_path}")
+        if not self.no_optim_plots:
+            save_optuna_plots(study, log_path)
+
+
+def save_optuna_plots(study: optuna.Study, log_path: str) -> list[str]:
+    """
+    Optuna's optimisation history and parameter importances of ``study``, written next to the report (rl-zoo3
+    opens them in a browser with ``fig.show()``, which a headless run cannot use): ``<log_path>_history.html`` and
+    ``<log_path>_importances.html`` with plotly, else ``.png`` with Optuna's matplotlib backend; a message says
+    which and why a plot is missing (no plotly, fewer than two complete trials, ...).
+
+    :param study: the finished study
+    :param log_path: path prefix of the report
+    :return: the files written
+    """
+    written: list[str] = []
+    try:
+        import plotly  # noqa: F401
+        from optuna.visualization import plot_optimization_history, plot_param_importances
+
+        backend, suffix = "plotly", ".html"
+    except ImportError:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances  # type: ignore[assignment]
+
+            backend, suffix = "matplotlib", ".png"
+            print("Optuna plots: plotly is not installed (pip install plotly for interactive plots); using matplotlib")
+        except ImportError:
+            print("Optuna plots skipped: neither plotly nor matplotlib is installed (pip install plotly)")
+            return written
+    for name, plot in (("history", plot_optimization_history), ("importances", plot_param_importances)):
+        path = f"{log_path}_{name}{suffix}"
+        try:
+            figure = plot(study)
+            if backend == "plotly":
+                figure.write_html(path)  # type: ignore[union-attr]
+            else:
+                figure.figure.savefig(path, bbox_inches="tight")  # type: ignore[union-attr]
+                import matplotlib.pyplot as plt
+
+                plt.close(figure.figure)  # type: ignore[union-attr]
+            written.append(path)
+        except (ValueError, RuntimeError, ZeroDivisionError) as error:  # e.g. importances need 2 complete trials
+            print(f"Optuna plot '{name}' not drawn: {error}")
+    if written:
+        print("Optuna plots: " + ", ".join(written))
+    return written
 
 
 def install_experiment_manager() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import sys
 from types import ModuleType
+from typing import Any
 
 from sb3_safemeta.zoo.algos import SAFEMETA_ALGOS, hyperparams_path
 from sb3_safemeta.zoo.hyperparams_opt import SAFEMETA_CONVERTERS, SAFEMETA_SAMPLERS
@@ -22,6 +23,20 @@ __all__ = ["SAFEMETA_ALGOS", "hyperparams_path", "on_zoo_module_loaded", "regist
 
 def _register_algos(module: ModuleType) -> None:
     module.ALGOS.update(SAFEMETA_ALGOS)
+    # rl_zoo3.enjoy builds its environment with create_test_env: report the episode cost next to its reward
+    create_test_env = module.create_test_env
+    if not getattr(create_test_env, "_reports_episode_cost", False):
+
+        def create_test_env_reporting_cost(*args: Any, **kwargs: Any) -> Any:
+            from sb3_safemeta.common.wrappers import VecEpisodeCostReporter
+
+            return VecEpisodeCostReporter(create_test_env(*args, **kwargs))
+
+        create_test_env_reporting_cost._reports_episode_cost = True  # type: ignore[attr-defined]
+        module.create_test_env = create_test_env_reporting_cost  # type: ignore[attr-defined]
+        package = sys.modules.get("rl_zoo3")  # already imported (register() after the fact): rebind its name too
+        if package is not None and getattr(package, "create_test_env", None) is create_test_env:
+            package.create_test_env = create_test_env_reporting_cost  # type: ignore[attr-defined]
 
 
 def _register_samplers(module: ModuleType) -> None:
@@ -55,6 +70,6 @@ def on_zoo_module_loaded(module: ModuleType) -> None:
 
 
 def register() -> None:
-    """Register ``safemeta`` and ``safe_adapter`` with rl-zoo3 now (idempotent; imports rl-zoo3)."""
+    """Register every algorithm of :data:`SAFEMETA_ALGOS` with rl-zoo3 now (idempotent; imports rl-zoo3)."""
     for name in _HANDLERS:
         on_zoo_module_loaded(importlib.import_module(name))
