@@ -341,3 +341,37 @@ def test_margin_options_survive_save_load_and_from_meta(tmp_path):
         SafeMetaDual("MlpPolicy", env, cost_confidence=1.5)
     with pytest.raises(ValueError, match="cost_bound"):
         SafeAdapter("MlpPolicy", env, cost_bound="student")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_recovery_step_reduces_the_exact_cost(seed):
+    """
+    A start that violates d (mean 2 on RareHazardEnv: cost 0.31 > d = 0.05, 32 one-step episodes): the recovery
+    step lowers the exact cost, and it is the point of the line phi -> theta with the smallest constraint function
+    of problem (1) (never above Jc(pi_phi)).
+    """
+    import scipy.stats
+    from hand_made_envs import RareHazardEnv
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from sb3_safemeta.safe_adapter import SafeAdapter
+
+    env = make_vec_env(RareHazardEnv, n_envs=8, seed=seed)
+    model = SafeAdapter(
+        "MlpPolicy", env, cost_limit=0.05, lambda_c=1.0, n_steps=4, advantage_estimator="mc", seed=seed
+    )  # fmt: skip
+    with th.no_grad():
+        model.policy.action_net.weight.zero_()
+        model.policy.action_net.bias.fill_(2.0)
+        model.policy.log_std.zero_()
+    chain = model.adaptation_chain(0)
+    rollout = next(chain)
+    for _ in chain:
+        pass
+    result = model.adapt(rollout)
+    with th.no_grad():
+        distribution = model.policy.get_distribution(th.zeros(1, 1)).distribution
+        cost = 1.0 - scipy.stats.norm.cdf((2.5 - float(distribution.mean[0, 0])) / float(distribution.stddev[0, 0]))
+    assert result.recovery and result.backtrack_fraction > 0.0
+    assert result.surrogate_cost[0] < rollout.episode_cost[0]
+    assert cost < 1.0 - scipy.stats.norm.cdf(0.5)
