@@ -266,6 +266,7 @@ def plot(out: pathlib.Path) -> None:
             )
     limit = float(rows[0]["cost_limit"])
     left.axhline(0.0, color="grey", linewidth=0.8)
+    left.set_xscale("log")
     left.set(xlabel="KL of the step", ylabel="cost after - cost before (independent episodes)", title="One A^s step")
     high = max(max(float(row["cost_before"]) for row in rows), max(float(row["rollout_cost"]) for row in rows), limit) * 1.05
     right.plot([0, high], [0, high], color="grey", linewidth=0.8)
