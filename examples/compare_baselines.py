@@ -8,6 +8,10 @@ Usage::
     python examples/compare_baselines.py                       # 40 meta-iterations of 10 tasks, 20 tasks x 20 steps
     python examples/compare_baselines.py --meta-iterations 5 --test-tasks 3 --adapt-steps 3   # a quick look
 
+The baselines run with their defaults, the paper's definitions (docs/modules/*.md, "What the paper describes"):
+MAML penalising the violation w max(0, Jc - d), meta-CPO with the constrained outer CPO step, meta-CRPO with the
+running mean of the task policies of all tasks seen.
+
 Budget: one meta-iteration of every algorithm uses two rollouts per task (SafeMetaDual: the meta-policy's and
 the adapted policy's; MAML and meta-CPO: pre- and post-update; meta-CRPO: two CRPO steps per task), i.e.
 ``meta_batch_size * 2 * n_steps * n_envs`` environment steps (SafeMetaDual uses half of that in an iteration
