@@ -100,15 +100,21 @@ def main() -> None:
     )
 
     cpu: dict[str, list[float]] = {name: [] for name in names}
+    driver_cpu: list[float] = []  # the driver's own CPU seconds with workers
+    critical: list[float] = []  # driver + the busiest worker, CPU seconds: the wall time on idle cores
 
     def one_iteration(model: SafeMetaDual) -> float:
         """:return: wall seconds (CPU seconds of the driver and, with workers, inside the units go to ``cpu``)"""
         start, cpu_start = time.perf_counter(), time.process_time()
         worker_cpu = pool.worker_cpu_seconds if model.n_workers and pool is not None else 0.0
+        per_worker = list(pool.cpu_seconds_per_worker) if model.n_workers and pool is not None else []
         model.learn(100 * steps, reset_num_timesteps=False, callback=OneMetaIteration())
         seconds = time.perf_counter() - start
         cpu_seconds = time.process_time() - cpu_start
         if model.n_workers and pool is not None:
+            driver_cpu.append(cpu_seconds)
+            busiest = max(now - then for now, then in zip(pool.cpu_seconds_per_worker, per_worker, strict=True))
+            critical.append(cpu_seconds + busiest)
             cpu_seconds += pool.worker_cpu_seconds - worker_cpu
         cpu[names[1] if model.n_workers else names[0]].append(cpu_seconds)
         return seconds
@@ -118,7 +124,7 @@ def main() -> None:
     warm = {name: one_iteration(model) for name, model in models.items()}
     pool = models[names[1]]._task_pool
     assert pool is not None
-    for values in cpu.values():
+    for values in (*cpu.values(), driver_cpu, critical):
         values.clear()
     print(f"warm-up iteration (starts the workers): {names[0]} {warm[names[0]]:.2f} s, {names[1]} {warm[names[1]]:.2f} s")
     times: dict[str, list[float]] = {name: [] for name in names}
@@ -146,6 +152,12 @@ def main() -> None:
         f" wall second: {names[0]} {share[names[0]]:.2f}, {names[1]} {share[names[1]]:.2f}"
         " (what the scheduler granted: on a shared machine, Linux shares the CPU between sessions, and the workers are"
         " in the driver's session)"
+    )
+    in_process_cpu = statistics.median(cpu[names[0]])
+    print(
+        f"with {names[1]}: driver {statistics.median(driver_cpu):.2f} CPU seconds, driver + busiest worker"
+        f" {statistics.median(critical):.2f} (the wall time if every process had a core of its own), against"
+        f" {in_process_cpu:.2f} in-process: ratio {statistics.median(critical) / in_process_cpu:.3f}"
     )
     print(
         f"transfer per meta-iteration: sent {megabytes(statistics.median(sent))} (phi to each worker, tasks),"

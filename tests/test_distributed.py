@@ -61,7 +61,7 @@ def ray_session():
     saved = {key: os.environ.get(key) for key in ray_environment()}
     os.environ.update(ray_environment())  # before Ray is imported (it reads them then) and its processes start
     ray = require_ray()
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)  # never another session's Ray
     try:
         yield ray
     finally:

@@ -413,7 +413,8 @@ def init_ray(ray_address: str | None = None, **kwargs: Any) -> Any:
     if not ray.is_initialized():
         kwargs.setdefault("include_dashboard", False)
         kwargs.setdefault("log_to_driver", True)
-        ray.init(address=ray_address, **kwargs)
+        # "local": a new instance even when another one runs on this machine (Ray's None would join that one)
+        ray.init(address="local" if ray_address is None else ray_address, **kwargs)
     return ray
 
 
@@ -452,6 +453,7 @@ class TaskPool:
         self.bytes_sent = self.bytes_received = 0
         # wall and CPU seconds the workers spent inside units (not counting transfers and waiting)
         self.worker_seconds = self.worker_cpu_seconds = 0.0
+        self.cpu_seconds_per_worker = [0.0] * self.n_workers
         self._ray = ray
 
     def _get(self, refs: list[Any], describe: Callable[[int], str]) -> list[Any]:
@@ -498,6 +500,8 @@ class TaskPool:
         self.bytes_received += sum(_nbytes(result) for result in results)
         self.worker_seconds += sum(result.seconds for result in results)
         self.worker_cpu_seconds += sum(result.cpu_seconds for result in results)
+        for (index, _), result in zip(items, results, strict=True):
+            self.cpu_seconds_per_worker[index % self.n_workers] += result.cpu_seconds
         return results
 
     def meta_test(self, state: dict[str, th.Tensor], call: MetaTestCall, tasks: Sequence[dict[str, Any]]) -> list[Any]:
