@@ -38,6 +38,7 @@ import sb3_safemeta.envs  # (registers the task families)
 from sb3_safemeta.common.callbacks import MetaCheckpointCallback, StopTrainingOnMetaIterations
 from sb3_safemeta.common.distributed import check_n_workers
 from sb3_safemeta.common.evaluation import MetaTestReport
+from sb3_safemeta.common.hyperparams import load_hyperparams
 from sb3_safemeta.common.run_dir import (
     RunLock,
     RunLockedError,
@@ -90,25 +91,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--env", default="SafeMetaPointNav-v0", help="registered task-family id")
     parser.add_argument("--meta-iterations", type=POSITIVE_INT, default=40, help="meta-iterations of training")
-    parser.add_argument("--meta-batch-size", type=POSITIVE_INT, default=10, help="tasks per meta-iteration (paper: 10)")
-    parser.add_argument("--n-envs", type=POSITIVE_INT, default=8, help="parallel environments per rollout")
-    parser.add_argument("--n-steps", type=POSITIVE_INT, default=200, help="steps per environment per rollout")
+    # "(yml)": the default is the --env's entry of hyperparams/safemeta.yml, the values rl-zoo3 and the reproduction use
+    parser.add_argument("--meta-batch-size", type=POSITIVE_INT, default=None, help="tasks per meta-iteration (yml; paper: 10)")
+    parser.add_argument("--n-envs", type=POSITIVE_INT, default=None, help="parallel environments per rollout (yml)")
     parser.add_argument(
-        "--cost-limit", type=NON_NEGATIVE_FLOAT, default=None, help="episode cost limit d (default: the family's)"
+        "--n-steps", type=POSITIVE_INT, default=None, help="steps per environment per rollout (yml; >= 500 on navigation)"
     )
-    parser.add_argument("--lambda", dest="lambda_", type=POSITIVE_FLOAT, default=1.0, help="lambda of the adaptation")
+    parser.add_argument(
+        "--cost-limit", type=NON_NEGATIVE_FLOAT, default=None, help="episode cost limit d (yml, else the family's)"
+    )
+    parser.add_argument("--lambda", dest="lambda_", type=POSITIVE_FLOAT, default=None, help="lambda of the adaptation (yml)")
     parser.add_argument(
         "--lambda-c",
         dest="lambda_c",
         type=POSITIVE_FLOAT,
-        default=10.0,
-        help="lambda_c of the adaptation, in cost units per nat (episode units: see docs/modules/safe_adapter.md)",
+        default=None,
+        help="lambda_c of the adaptation, in cost units per nat (yml; episode units: see docs/modules/safe_adapter.md)",
     )
     parser.add_argument(
         "--fit-scope", default="actor", choices=["actor", "head"], help="what represents pi^u in A^s (SafeAdapter fit_scope)"
     )
     parser.add_argument("--delta", type=NON_NEGATIVE_FLOAT, default=0.0, help="allowable violation delta")
-    parser.add_argument("--target-kl", type=POSITIVE_FLOAT, default=0.01, help="KL bound of the meta-policy's TRPO step")
+    parser.add_argument("--target-kl", type=POSITIVE_FLOAT, default=None, help="KL bound of the meta-policy's TRPO step (yml)")
     parser.add_argument("--test-tasks", type=POSITIVE_INT, default=20, help="unseen tasks at meta-test (paper: 20)")
     parser.add_argument("--adapt-steps", type=NON_NEGATIVE_INT, default=20, help="adaptation steps per test task (paper: 20)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the meta-test of the untrained policy")
@@ -149,6 +153,24 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """:return: the validated options (an invalid value exits with argparse's message, naming the option)"""
     return build_parser().parse_args(argv)
+
+
+# options whose default is the env's entry of hyperparams/safemeta.yml, and the fallback without an entry
+YML_OPTIONS = {"meta_batch_size": 10, "n_envs": 8, "n_steps": 200, "lambda_": 1.0, "lambda_c": 1.0, "target_kl": 1e-3}
+
+
+def fill_from_yml(args: argparse.Namespace) -> argparse.Namespace:
+    """Options not given: from the ``--env`` entry of hyperparams/safemeta.yml (one source of truth with rl-zoo3)."""
+    try:
+        entry = load_hyperparams("safemeta", args.env, constructor_only=False)
+    except (KeyError, FileNotFoundError):
+        entry = {}
+    for dest, fallback in YML_OPTIONS.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, entry.get(dest, fallback))
+    if args.cost_limit is None and "cost_limit" in entry:
+        args.cost_limit = float(entry["cost_limit"])
+    return args
 
 
 class MetaIterationLine(KVWriter):
@@ -273,7 +295,7 @@ def main(argv: list[str] | None = None) -> MetaTestReport:
     :return: the meta-test report of the meta-trained policy
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = fill_from_yml(parser.parse_args(argv))
     explicit = _explicit_options(argv)
     names = [name.strip().lstrip("-").replace("-", "_") for item in args.override for name in item.split(",")]
     overrides = [name + "_" if name == "lambda" else name for name in names if name]
@@ -371,6 +393,15 @@ def _run(
     return _train_and_test(options, env, out, run, checkpoint, workers=(args.workers, args.ray_address))
 
 
+def _network_of(env_id: str) -> dict[str, Any]:
+    """:return: ``policy_kwargs`` and ``gamma`` of the env's yml entry (the main job's network when it has none)"""
+    try:
+        entry = load_hyperparams("safemeta", env_id)
+    except (KeyError, FileNotFoundError):
+        entry = {}
+    return {"policy_kwargs": entry.get("policy_kwargs", dict(log_std_init=-0.5)), "gamma": entry.get("gamma", 0.99)}
+
+
 def _train_and_test(
     options: dict[str, Any],
     env: VecEnv,
@@ -391,7 +422,7 @@ def _train_and_test(
         n_steps=options["n_steps"],
         target_kl=options["target_kl"],
         seed=options["seed"],
-        policy_kwargs=dict(log_std_init=-0.5),
+        **_network_of(options["env"]),
     )
     # the untrained policy (the baseline's start) is a function of the seed: rebuilt on resume too
     model = SafeMetaDual("MlpPolicy", env, **kwargs)

@@ -6,7 +6,10 @@ cost-aware evaluation callback (best model = best feasible model).
 from __future__ import annotations
 
 import pathlib
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
@@ -21,7 +24,9 @@ __all__ = [
     "CostEvaluation",
     "MetaCheckpointCallback",
     "MetaIterationCallback",
+    "MetaValidationCallback",
     "StopTrainingOnMetaIterations",
+    "ValidationPoint",
     "call_meta_iteration_end",
 ]
 
@@ -352,3 +357,109 @@ class CostEvalCallback(MetaIterationCallback):
             arrays["meta_policy_results"] = np.array([e.meta_policy_returns for e in self.evaluations])
             arrays["meta_policy_costs"] = np.array([e.meta_policy_costs for e in self.evaluations])
         np.savez(self.log_path / "evaluations.npz", **arrays)  # type: ignore[arg-type]
+
+
+@dataclass
+class ValidationPoint:
+    """
+    One point of a meta-training curve (Figures 1, 4, 6 of the paper, columns 1-2).
+
+    :param meta_iterations: meta-iterations done when it was measured
+    :param mean_return: mean episode return over the validation tasks of the policy adapted one step from the meta-policy
+    :param max_cost: maximum episode cost (channel 0) over the validation tasks of that policy
+    :param mean_return_meta: the same mean return of the meta-policy itself (step 0)
+    :param max_cost_meta: the same maximum cost of the meta-policy itself
+    :param train_seconds: wall-clock seconds of meta-training so far in this ``learn`` call, validation excluded
+    :param seconds: wall-clock seconds of this validation
+    """
+
+    meta_iterations: int
+    mean_return: float
+    max_cost: float
+    mean_return_meta: float
+    max_cost_meta: float
+    train_seconds: float
+    seconds: float
+
+
+class MetaValidationCallback(MetaIterationCallback):
+    """
+    The meta-training curve of the paper ("computed on the policy adapted one step from the meta-policy", Figure 1):
+    every ``eval_freq`` meta-iterations, the meta-policy is adapted by ONE step of the algorithm's own meta-test
+    adaptation (``model.meta_test(tasks=..., n_adapt_steps=1)``: A^s for SafeMetaDual, the inner step for the
+    baselines) on a fixed set of validation tasks, and the mean episode return and the maximum episode cost over
+    those tasks are recorded (logger keys ``validation/return``, ``validation/max_cost``). Every algorithm is
+    measured by the same protocol, on the same tasks and rollout seed.
+
+    The validation tasks are fixed by the caller: draw them with a seed that neither training (the model's task
+    generator) nor meta-test (``meta_test(seed=...)``) uses, so the three sets are independent draws.
+    Validation rollouts count no training timesteps; the time they take is excluded from ``train_seconds``.
+
+    :param tasks: the validation tasks
+    :param eval_freq: meta-iterations between two validations (one is also made at iteration 0, before training,
+        unless ``eval_at_start=False``)
+    :param seed: seed of the validation rollouts (the same at every validation)
+    :param on_point: called with each new :class:`ValidationPoint` (e.g. to append it to a file and checkpoint)
+    :param eval_at_start: validate the meta-policy before the first meta-iteration too
+    :param verbose: 1 prints a line per validation
+    """
+
+    def __init__(
+        self,
+        tasks: list[dict[str, Any]],
+        eval_freq: int,
+        seed: int = 20_000,
+        on_point: Callable[[ValidationPoint], None] | None = None,
+        eval_at_start: bool = True,
+        verbose: int = 0,
+    ) -> None:
+        super().__init__(verbose)
+        if not tasks:
+            raise ValueError("tasks must be a non-empty list of validation tasks")
+        if int(eval_freq) < 1:
+            raise ValueError(f"eval_freq must be a positive number of meta-iterations, got {eval_freq!r}")
+        self.tasks, self.eval_freq, self.seed = list(tasks), int(eval_freq), int(seed)
+        self.on_point, self.eval_at_start = on_point, eval_at_start
+        self.points: list[ValidationPoint] = []
+        self.train_seconds = 0.0
+        self._mark = 0.0
+
+    def _on_training_start(self) -> None:
+        self.train_seconds = 0.0
+        self._mark = time.perf_counter()
+        if self.eval_at_start and int(getattr(self.model, "meta_iterations", 0)) == 0:
+            self._validate()
+
+    def _validate(self) -> ValidationPoint:
+        start = time.perf_counter()
+        report = self.model.meta_test(tasks=self.tasks, n_adapt_steps=1, seed=self.seed)  # type: ignore[attr-defined]
+        rows = report.rows()
+        point = ValidationPoint(
+            meta_iterations=int(getattr(self.model, "meta_iterations", 0)),
+            mean_return=rows[1]["mean_return"],
+            max_cost=rows[1]["max_cost"],
+            mean_return_meta=rows[0]["mean_return"],
+            max_cost_meta=rows[0]["max_cost"],
+            train_seconds=self.train_seconds,
+            seconds=time.perf_counter() - start,
+        )
+        self.points.append(point)
+        self.logger.record("validation/return", point.mean_return)
+        self.logger.record("validation/max_cost", point.max_cost)
+        if self.verbose:
+            print(
+                f"validation after {point.meta_iterations} meta-iterations: return {point.mean_return:.2f},"
+                f" max cost {point.max_cost:.2f} ({point.seconds:.1f} s)"
+            )
+        if self.on_point is not None:
+            self.on_point(point)
+        self._mark = time.perf_counter()  # validation (and whatever on_point did) is not training time
+        return point
+
+    def _on_meta_iteration_end(self) -> bool:
+        now = time.perf_counter()
+        self.train_seconds += now - self._mark
+        self._mark = now
+        if int(getattr(self.model, "meta_iterations", 0)) % self.eval_freq == 0:
+            self._validate()
+        return True

@@ -1,0 +1,101 @@
+"""
+The runs' results in long format: one row per (algorithm, env, seed, delta, phase, step).
+
+- ``phase = "meta-train"``: ``step`` is the meta-iteration; ``return`` and ``max_cost`` are the mean episode return
+  and the maximum episode cost over the validation tasks of the policy adapted ONE step from the meta-policy (the
+  paper's meta-training curve); ``seconds`` is the meta-training wall-clock time so far (validation excluded).
+- ``phase = "meta-test"``: ``step`` is the adaptation step k (0 = the meta-policy); ``return`` is the mean over the
+  test tasks and ``max_cost`` the maximum over them; ``seconds`` is the meta-test wall-clock time per adaptation
+  step (total / (tasks x K), rollouts included), the same on every row of a run.
+
+Extra columns: ``mean_cost``, ``cost_limit``, ``violations`` (tasks whose pi_[k] exceeds d), ``n_tasks`` (meta-test);
+``return_meta``, ``max_cost_meta`` (the meta-policy itself on the validation tasks; meta-train); ``complete`` (1 if
+the run finished).
+"""
+
+from __future__ import annotations
+
+import csv
+import pathlib
+from collections.abc import Iterable
+from typing import Any
+
+from sb3_safemeta.reproduce.budgets import Budget
+from sb3_safemeta.reproduce.runs import RunSpec, load_report, read_curve, read_state, run_directory
+
+__all__ = ["COLUMNS", "collect", "write_csv"]
+
+COLUMNS = [
+    "algorithm",
+    "env",
+    "seed",
+    "delta",
+    "phase",
+    "step",
+    "return",
+    "max_cost",
+    "seconds",
+    "mean_cost",
+    "cost_limit",
+    "violations",
+    "n_tasks",
+    "return_meta",
+    "max_cost_meta",
+    "complete",
+]
+
+
+def collect(out: str | pathlib.Path, budget: Budget, specs: Iterable[RunSpec]) -> list[dict[str, Any]]:
+    """:return: the long-format rows of every run of ``specs`` that has at least one validation point"""
+    rows: list[dict[str, Any]] = []
+    for spec in specs:
+        directory = run_directory(out, budget, spec)
+        state = read_state(directory)
+        if state is None:
+            continue
+        key = {"algorithm": spec.algorithm, "env": spec.env_id, "seed": spec.seed, "delta": spec.delta}
+        complete = int(state.get("status") == "done")
+        for point in read_curve(directory):
+            rows.append(
+                {
+                    **key,
+                    "phase": "meta-train",
+                    "step": int(point["meta_iterations"]),
+                    "return": point["mean_return"],
+                    "max_cost": point["max_cost"],
+                    "seconds": point["train_seconds"],
+                    "return_meta": point["mean_return_meta"],
+                    "max_cost_meta": point["max_cost_meta"],
+                    "complete": complete,
+                }
+            )
+        report = load_report(directory)
+        if report is None:
+            continue
+        for row in report.rows():
+            rows.append(
+                {
+                    **key,
+                    "phase": "meta-test",
+                    "step": row["step"],
+                    "return": row["mean_return"],
+                    "max_cost": row["max_cost"],
+                    "seconds": state["test_seconds_per_step"],
+                    "mean_cost": row["mean_cost"],
+                    "cost_limit": row["cost_limit"],
+                    "violations": row["violations"],
+                    "n_tasks": report.n_tasks,
+                    "complete": complete,
+                }
+            )
+    return rows
+
+
+def write_csv(path: str | pathlib.Path, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
+    """Write ``rows`` (missing values empty) with ``columns`` (default :data:`COLUMNS`)."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as file_handler:
+        writer = csv.DictWriter(file_handler, fieldnames=columns or COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)

@@ -1,0 +1,152 @@
+"""The reproduction command (python -m sb3_safemeta.reproduce): smoke figure, resumable runs, hyper-parameter files."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import inspect
+import json
+
+import numpy as np
+import pytest
+
+from sb3_safemeta import MAMLCostPenalty, MetaCPO, MetaCRPO, SafeMetaDual
+from sb3_safemeta.common.hyperparams import load_hyperparams
+from sb3_safemeta.envs import SCENARIOS
+from sb3_safemeta.reproduce import BUDGETS, RunSpec, main
+from sb3_safemeta.reproduce import runs as runs_module
+from sb3_safemeta.reproduce.runs import algorithm_kwargs, read_curve, read_state, run, run_directory
+
+SMOKE = BUDGETS["smoke"]
+
+
+def test_figure1_smoke(tmp_path):
+    """The CI command: both files, the four algorithms on both scenarios, both phases, all numbers finite."""
+    main(["figure1", "--budget", "smoke", "--seeds", "1", "--out", str(tmp_path), "--quiet"])
+    assert (tmp_path / "figure1.png").stat().st_size > 10_000
+    with open(tmp_path / "figure1.csv", newline="") as file_handler:
+        rows = list(csv.DictReader(file_handler))
+    keys = {(row["algorithm"], row["env"], row["phase"]) for row in rows}
+    for algorithm in ("SafeMetaDual", "MAMLCostPenalty", "MetaCPO", "MetaCRPO"):
+        for env_id in ("SafeMetaHalfCheetahVel-v0", "SafeMetaPointCircle-v0"):
+            assert (algorithm, env_id, "meta-train") in keys
+            assert (algorithm, env_id, "meta-test") in keys
+    # meta-train: a validation before training and after each of the 2 meta-iterations; meta-test: k = 0..K
+    per_run = [row for row in rows if row["algorithm"] == "MetaCPO" and row["env"] == "SafeMetaPointCircle-v0"]
+    assert [int(row["step"]) for row in per_run if row["phase"] == "meta-train"] == [0, 1, 2]
+    assert [int(row["step"]) for row in per_run if row["phase"] == "meta-test"] == list(range(SMOKE.n_adapt_steps + 1))
+    assert all(np.isfinite(float(row[key])) for row in rows for key in ("return", "max_cost", "seconds"))
+    # figure 2 reuses the runs: nothing is redone, MetaCPO's normalized time is 1
+    state_before = (
+        run_directory(tmp_path, SMOKE, RunSpec("SafeMetaDual", "SafeMetaPointCircle-v0", 0)) / "state.json"
+    ).read_text()
+    main(["figure2", "--budget", "smoke", "--seeds", "1", "--out", str(tmp_path), "--quiet"])
+    state_after = (
+        run_directory(tmp_path, SMOKE, RunSpec("SafeMetaDual", "SafeMetaPointCircle-v0", 0)) / "state.json"
+    ).read_text()
+    assert state_before == state_after
+    with open(tmp_path / "figure2.csv", newline="") as file_handler:
+        times = list(csv.DictReader(file_handler))
+    assert len(times) == 2 * 4 * 2
+    assert all(float(row["normalized"]) == pytest.approx(1.0) for row in times if row["algorithm"] == "MetaCPO")
+
+
+def test_interrupted_run_resumes_bit_identical(tmp_path, monkeypatch):
+    """A run killed after its first checkpoint resumes from it and ends exactly as an uninterrupted run."""
+    budget = dataclasses.replace(SMOKE, meta_iterations=3)
+    spec = RunSpec("SafeMetaDual", "SafeMetaHalfCheetahVel-v0", seed=3)
+    run(spec, budget, tmp_path / "whole", verbose=0)
+
+    original = runs_module._write_atomic
+
+    def killed_after_first_iteration(path, text):
+        original(path, text)
+        if path.name == "state.json" and json.loads(text)["meta_iterations"] == 1:
+            raise KeyboardInterrupt  # as if the process were stopped here
+
+    monkeypatch.setattr(runs_module, "_write_atomic", killed_after_first_iteration)
+    with pytest.raises(KeyboardInterrupt):
+        run(spec, budget, tmp_path / "split", verbose=0)
+    monkeypatch.setattr(runs_module, "_write_atomic", original)
+    directory = run_directory(tmp_path / "split", budget, spec)
+    assert read_state(directory)["status"] == "training" and read_state(directory)["meta_iterations"] == 1
+    run(spec, budget, tmp_path / "split", verbose=0)
+
+    whole = run_directory(tmp_path / "whole", budget, spec)
+    assert read_state(directory)["status"] == "done"
+    curve_whole, curve_split = read_curve(whole), read_curve(directory)
+    assert [row["meta_iterations"] for row in curve_split] == [0, 1, 2, 3]
+    for key in ("mean_return", "max_cost", "mean_return_meta", "max_cost_meta"):
+        assert [row[key] for row in curve_split] == [row[key] for row in curve_whole]
+    test_whole = json.loads((whole / "meta_test.json").read_text())
+    test_split = json.loads((directory / "meta_test.json").read_text())
+    assert test_split["returns"] == test_whole["returns"] and test_split["costs"] == test_whole["costs"]
+    # a finished run is never redone
+    mtime = (directory / "meta_test.json").stat().st_mtime_ns
+    run(spec, budget, tmp_path / "split", verbose=0)
+    assert (directory / "meta_test.json").stat().st_mtime_ns == mtime
+
+
+def test_run_spec_validation():
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        RunSpec("PPO", "SafeMetaHalfCheetahVel-v0", 0)
+    with pytest.raises(ValueError, match="delta"):
+        RunSpec("MetaCPO", "SafeMetaHalfCheetahVel-v0", 0, delta=1.0)
+    with pytest.raises(ValueError, match="multiple of eval_freq"):
+        dataclasses.replace(SMOKE, meta_iterations=3, eval_freq=2)
+
+
+@pytest.mark.parametrize("env_id", sorted(SCENARIOS))
+def test_every_scenario_has_valid_hyperparams(env_id):
+    """safemeta.yml has an entry per scenario, with constructor arguments only; the runs take d from it."""
+    entry = load_hyperparams("safemeta", env_id)
+    accepted = inspect.signature(SafeMetaDual).parameters
+    assert set(entry) <= set(accepted), set(entry) - set(accepted)
+    for algorithm, cls in (
+        ("SafeMetaDual", SafeMetaDual),
+        ("MAMLCostPenalty", MAMLCostPenalty),
+        ("MetaCPO", MetaCPO),
+        ("MetaCRPO", MetaCRPO),
+    ):
+        kwargs = algorithm_kwargs(RunSpec(algorithm, env_id, 0), SMOKE)
+        assert set(kwargs) <= set(inspect.signature(cls).parameters)
+        if "cost_limit" in inspect.signature(cls).parameters:
+            assert kwargs["cost_limit"] == entry["cost_limit"]
+        assert kwargs["n_steps"] == SMOKE.n_steps(env_id) and kwargs["meta_batch_size"] == SMOKE.meta_batch_size
+
+
+def test_budget_env_steps():
+    paper = BUDGETS["paper"]
+    # 300 meta-iterations x 10 tasks x 2 rollouts of 8000 steps, 31 validations of 10 tasks x 2 rollouts, 20 x 21 test rollouts
+    assert paper.env_steps("SafeMetaHalfCheetahVel-v0") == 8000 * (2 * 10 * 300 + 2 * 10 * 31 + 21 * 20)
+    assert paper.env_steps("SafeMetaPointCircle-v0") == 5000 * (2 * 10 * 300 + 2 * 10 * 31 + 21 * 20)
+
+
+def test_main_job_and_zoo_read_the_same_entry():
+    """The main job takes its defaults from hyperparams/safemeta.yml: the PointNav values it always used, n_steps 500 on navigation."""
+    from sb3_safemeta.__main__ import fill_from_yml, parse_args
+
+    args = parse_args([])
+    assert args.lambda_ is None and args.lambda_c is None and args.n_steps is None  # filled from the yml by main()
+    args = fill_from_yml(args)
+    assert (args.lambda_, args.lambda_c, args.n_steps, args.n_envs, args.target_kl, args.meta_batch_size) == (
+        1.0,
+        10.0,
+        200,
+        8,
+        0.01,
+        10,
+    )
+    circle = fill_from_yml(parse_args(["--env", "SafeMetaPointCircle-v0", "--lambda", "2"]))
+    assert circle.n_steps == 500 and circle.n_envs == 10 and circle.lambda_ == 2.0  # the command line wins
+    assert circle.lambda_c == load_hyperparams("safemeta", "SafeMetaPointCircle-v0")["lambda_c"]
+    point_nav = load_hyperparams("safemeta", "SafeMetaPointNav-v0", constructor_only=False)
+    assert (point_nav["lambda_"], point_nav["lambda_c"], point_nav["n_steps"], point_nav["target_kl"]) == (
+        1.0,
+        10.0,
+        200,
+        0.01,
+    )
+    assert point_nav["n_envs"] == 8 and point_nav["meta_batch_size"] == 10
+    for env_id in ("SafeMetaPointCircle-v0", "SafeMetaCarCircleHazard-v0", "SafeMetaPointButton-v0"):
+        assert load_hyperparams("safemeta", env_id)["n_steps"] >= 500  # a 500-step episode must end in a rollout
