@@ -123,7 +123,7 @@ def test_budget_env_steps():
 
 
 def test_main_job_and_zoo_read_the_same_entry():
-    """The main job takes its defaults from hyperparams/safemeta.yml: the PointNav values it always used, n_steps 500 on navigation."""
+    """The main job takes its defaults from hyperparams/safemeta.yml: its PointNav values, n_steps >= 500 on navigation."""
     from sb3_safemeta.__main__ import fill_from_yml, parse_args
 
     args = parse_args([])
