@@ -125,8 +125,13 @@ def test_half_cheetah_reward_and_cost_against_raw_env():
     ours, theirs = rollout(env, actions, seed=0), rollout(raw, actions, seed=0, raw=True)
     raw_velocity = np.array([info["x_velocity"] for info in theirs["info"]])
     clipped = np.clip(actions.astype(np.float64), -1, 1)
+    # the paper's reward by default (Appendix D.1): -|v - v*|, no control penalty
+    np.testing.assert_allclose(ours["reward"], -np.abs(raw_velocity - 1.3), rtol=1e-10, atol=1e-10)
+    # garage's / PEARL's reward with ctrl_cost_weight=0.05
+    garage = make("SafeMetaHalfCheetahVel-v0", ctrl_cost_weight=0.05)
+    garage.unwrapped.set_task({"goal_velocity": 1.3})
     expected = -np.abs(raw_velocity - 1.3) - 0.05 * np.sum(clipped**2, axis=1)
-    np.testing.assert_allclose(ours["reward"], expected, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(rollout(garage, actions, seed=0)["reward"], expected, rtol=1e-10, atol=1e-10)
     # the cost is the indicator of the head geom above h0
     head = raw.unwrapped.model.geom("head").id
     raw.reset(seed=0)

@@ -51,11 +51,11 @@ def test_hook_file_and_hyperparams_files() -> None:
     table2 = {
         "SafeMetaHalfCheetahVel-v0": (3.0, 10.0),
         "SafeMetaHumanoidDir-v0": (5.0, 20.0),
-        "SafeMetaHopperVel-v0": (1.0, 5.0),
-        "SafeMetaSwimmerNoise-v0": (0.2, 5.0),
+        "SafeMetaHopperVel-v0": (2.0, 5.0),
+        "SafeMetaSwimmerNoise-v0": (0.92, 5.0),
         "SafeMetaPointCircle-v0": (1.3, 10.0),
-        "SafeMetaCarCircleHazard-v0": (0.5, 10.0),
-        "SafeMetaPointButton-v0": (0.5, 10.0),
+        "SafeMetaCarCircleHazard-v0": (3.6, 10.0),
+        "SafeMetaPointButton-v0": (1.4, 10.0),
     }
     for algo in SAFEMETA_ALGOS:
         path = hyperparams_path(algo)

@@ -15,8 +15,6 @@ import sys
 import sysconfig
 from typing import Any
 
-import yaml
-
 __all__ = ["ZOO_ONLY_KEYS", "hyperparams_path", "load_hyperparams"]
 
 # keys of the yml files that are not constructor arguments: rl-zoo3's (budget, policy class, number of
@@ -78,6 +76,8 @@ def load_hyperparams(algo: str, env_id: str, constructor_only: bool = True) -> d
     :return: keyword arguments of the algorithm's constructor (plus, if ``constructor_only=False``, rl-zoo3's keys)
     :raises KeyError: if the file has no entry for ``env_id``
     """
+    import yaml  # pyyaml: the "envs" extra (rl-zoo3 needs it too)
+
     path = hyperparams_path(algo)
     with open(path) as file_handler:
         table = yaml.safe_load(file_handler)

@@ -144,12 +144,12 @@ class HalfCheetahVelEnv(LocomotionTaskEnv):
     half-cheetah-vel (paper Appendix D.1): run at a goal velocity without raising the head above h0.
 
     - Task: ``goal_velocity`` v* ~ U(0, 2) (paper; PEARL uses U(0, 3)).
-    - Reward: ``-|v_x - v*|`` - ``ctrl_cost_weight`` * sum_i a_i^2, with v_x the forward velocity of the torso
-      (x displacement over the step / dt, as in HalfCheetah-v5). The control term follows garage's and
-      PEARL's HalfCheetahVel (weight 0.05); ``ctrl_cost_weight=0`` gives the paper's reward exactly.
+    - Reward: ``-|v_x - v*|`` (the paper's), with v_x the forward velocity of the torso (x displacement over the
+      step / dt, as in HalfCheetah-v5). ``ctrl_cost_weight=0.05`` adds garage's and PEARL's control penalty
+      ``- 0.05 * sum_i a_i^2``.
     - Cost: 1 at each step where the height of the head (centre of the ``head`` geom, world z) exceeds h0
       (paper: "positive when its head is higher than h0"), else 0. Limit d = 10 per 200-step episode
-      (Table 2, lambda = 1.0).
+      (Table 2).
     - No termination (as HalfCheetah-v5); episodes end at the 200-step time limit.
 
     Choice of h0 = 0.8 m (the paper gives no value). The head rests at about 0.64 m when the cheetah stands
@@ -170,7 +170,7 @@ class HalfCheetahVelEnv(LocomotionTaskEnv):
 
     :param task: initial task (default: the first task of ``sample_tasks(1, seed=0)``)
     :param head_height_limit: h0 in metres
-    :param ctrl_cost_weight: weight of the control penalty in the reward (0.05 as garage/PEARL)
+    :param ctrl_cost_weight: weight of a control penalty in the reward (0: the paper's reward; 0.05 as garage/PEARL)
     :param render_mode: Gymnasium render mode
     :param base_kwargs: further keyword arguments of ``HalfCheetah-v5`` (e.g. ``reset_noise_scale``)
     """
@@ -185,7 +185,7 @@ class HalfCheetahVelEnv(LocomotionTaskEnv):
         self,
         task: Task | None = None,
         head_height_limit: float = 0.8,
-        ctrl_cost_weight: float = 0.05,
+        ctrl_cost_weight: float = 0.0,
         render_mode: str | None = None,
         **base_kwargs: Any,
     ) -> None:

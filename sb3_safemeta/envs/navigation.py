@@ -14,13 +14,14 @@ built with Safety-Gymnasium's own task API (geoms ``Circle``, ``Sigwalls``, ``Ha
 - ``SafeMetaCarCircleHazard-v0`` (:class:`CarCircleHazardEnv`): Circle level 1 (walls at
   ``|x| = 1.125``, Safety-Gymnasium's value) with the Car agent, plus 3-7 hazards (radius 0.2) at
   uniform positions. Task: circle radius ~ U(0.7, 1) and the hazard positions. Cost 1 per step
-  outside the region or inside a hazard. Observation 56 values (upstream Circle has no hazards; the
+  outside the region or inside a hazard. Observation 56 values (the paper states 60; upstream Circle has no hazards; the
   meta-CPO authors added them to their copy of Safety-Gymnasium, see docs/guide/safety_gymnasium.md).
 - ``SafeMetaPointButton-v0`` (:class:`PointButtonEnv`): Button with the Point agent, 6-10 buttons
   and 6-10 hazards at uniform positions, the region ``|x|, |y| <= 1.5`` (Button level 1's extents).
   Task: positions of buttons and hazards and the index of the first goal button. Reward:
   Safety-Gymnasium's button reward (progress to the goal button, +1 on pressing it); cost 1 per
-  step pressing a wrong button, inside a hazard or outside the region. Observation 60 values.
+  step pressing a wrong button, inside a hazard or outside the region. Observation 60 values (the paper
+  states 56; the deviations are listed in docs/guide/scenarios.md).
 
 Costs are Safety-Gymnasium's indicator costs (``constrain_indicator=True``): ``info["cost"]`` is
 1.0 when any constraint is violated in the step, else 0.0. The paper's cost limit is d = 10 per

@@ -8,7 +8,7 @@ runs, normalized by MetaCPO's (Figure 2); figure4: Humanoid, Hopper, Swimmer, Ca
 (Figure 4); figure5: their times (Figure 5); figure6: SafeMetaDual with delta in {0, 1, 2, 3} on Half-Cheetah and
 Car-Circle-Hazard (Figure 6). Every (algorithm, scenario, seed, delta) is a resumable run under ``<out>/runs``: run the
 command again to resume an interrupted one; finished runs are reused (figure2 after figure1 only draws). Writes
-``<out>/figureN.png`` and ``<out>/figureN.csv``.
+``<out>/figureN.png``, ``<out>/figureN.csv`` and ``<out>/figureN_summary.md`` (a table per scenario).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 
 from sb3_safemeta.reproduce.budgets import BUDGETS, Budget
-from sb3_safemeta.reproduce.curves import COLUMNS, collect, write_csv
+from sb3_safemeta.reproduce.curves import COLUMNS, collect, summary_table, write_csv
 from sb3_safemeta.reproduce.figures import plot_curves, plot_times, timing_rows
 from sb3_safemeta.reproduce.runs import ALGORITHMS, RunBusyError, RunSpec, run
 
@@ -172,7 +172,10 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         rows = collect(out, budget, specs)
         write_csv(csv_path, rows)
         plot_curves(png, rows, envs, {env_id: cost_limit_of(env_id) for env_id in envs}, by=figure.by)
-    print(f"wrote {png} and {csv_path} ({len(rows)} rows)")
+    table = summary_table(out, budget, specs)
+    (out / f"{args.figure}_summary.md").write_text(table)
+    print(table)
+    print(f"wrote {png}, {csv_path} ({len(rows)} rows) and {out / f'{args.figure}_summary.md'}")
     if failures:
         raise SystemExit(f"{len(failures)} run(s) failed")
     return png

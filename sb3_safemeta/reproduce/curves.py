@@ -23,7 +23,7 @@ from typing import Any
 from sb3_safemeta.reproduce.budgets import Budget
 from sb3_safemeta.reproduce.runs import RunSpec, load_report, read_curve, read_state, run_directory
 
-__all__ = ["COLUMNS", "collect", "write_csv"]
+__all__ = ["COLUMNS", "collect", "summary_table", "write_csv"]
 
 COLUMNS = [
     "algorithm",
@@ -99,3 +99,40 @@ def write_csv(path: str | pathlib.Path, rows: list[dict[str, Any]], columns: lis
         writer = csv.DictWriter(file_handler, fieldnames=columns or COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+
+
+def summary_table(out: str | pathlib.Path, budget: Budget, specs: Iterable[RunSpec]) -> str:
+    """
+    :return: a Markdown table per scenario of the finished runs (mean over seeds): meta-test return of the meta-policy,
+        after one step and after the last step; the maximum episode cost over tasks and steps; the fraction of explored
+        policies (tasks x steps, pi_[0] included) within d; seconds per meta-iteration and per meta-test step
+    """
+    import numpy as np
+
+    groups: dict[tuple[str, str, float], list[tuple[Any, dict[str, Any]]]] = {}
+    for spec in specs:
+        directory = run_directory(out, budget, spec)
+        report = load_report(directory)
+        if report is not None:
+            groups.setdefault((spec.env_id, spec.algorithm, spec.delta), []).append((report, read_state(directory) or {}))
+    lines: list[str] = []
+    for env_id in dict.fromkeys(key[0] for key in groups):
+        lines += [
+            f"\n**{env_id}** ({budget.name} budget; mean over seeds, seeds in brackets)\n",
+            "| algorithm | delta | return k=0 | k=1 | k=K | max cost (all k) | within d | s / meta-iteration"
+            " | s / meta-test step |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for (env, algorithm, delta), items in groups.items():
+            if env != env_id:
+                continue
+            returns = np.mean([report.returns.mean(axis=0) for report, _ in items], axis=0)
+            max_cost = np.mean([float(report.costs[..., 0].max()) for report, _ in items])
+            within = np.mean([report.safe_fraction for report, _ in items])
+            per_iteration = np.mean([s["train_seconds"] / max(1, s["meta_iterations"]) for _, s in items])
+            per_step = np.mean([s["test_seconds_per_step"] for _, s in items])
+            lines.append(
+                f"| {algorithm} ({len(items)}) | {delta:g} | {returns[0]:.1f} | {returns[1]:.1f} | {returns[-1]:.1f} |"
+                f" {max_cost:.1f} | {within:.0%} | {per_iteration:.1f} | {per_step:.1f} |"
+            )
+    return "\n".join(lines) + "\n"

@@ -11,20 +11,18 @@ One run of the reproduction: (algorithm, scenario, seed, delta) meta-trained wit
         progress*.csv    the algorithm's own log, one row per meta-iteration
 
 An interrupted run resumes from its checkpoint (the curve is cut back to it); a finished run is never redone. A run
-is locked while a process works on it (``fcntl.flock`` on ``.lock``, released by the kernel when the process ends in
-any way), so two commands started on the same ``--out`` share the work instead of doing it twice.
+is locked while a process works on it (:class:`~sb3_safemeta.common.run_dir.RunLock`, released by the kernel when the
+process ends in any way) and every file is written atomically, so two commands started on the same ``--out`` share the
+work instead of doing it twice, and a kill never leaves a half-written file.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import inspect
 import json
-import os
 import pathlib
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -41,12 +39,8 @@ from sb3_safemeta.common.callbacks import MetaValidationCallback, StopTrainingOn
 from sb3_safemeta.common.evaluation import MetaTestReport
 from sb3_safemeta.common.hyperparams import load_hyperparams
 from sb3_safemeta.common.meta_algorithm import OnPolicyMetaAlgorithm
+from sb3_safemeta.common.run_dir import RunLock, RunLockedError, atomic_path, atomic_write_text, remove_stale_temporaries
 from sb3_safemeta.reproduce.budgets import Budget
-
-try:  # POSIX
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["ALGORITHMS", "RunSpec", "algorithm_kwargs", "run", "run_directory"]
 
@@ -150,9 +144,7 @@ def validation_tasks(env_id: str, n_tasks: int) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------------------------------------- files
 def _write_atomic(path: pathlib.Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text)
-    temporary.replace(path)
+    atomic_write_text(path, text)
 
 
 def read_state(directory: pathlib.Path) -> dict[str, Any] | None:
@@ -178,28 +170,7 @@ def _write_curve(directory: pathlib.Path, rows: list[dict[str, float]]) -> None:
     _write_atomic(directory / "curve.csv", "\n".join(lines) + "\n")
 
 
-class RunBusyError(RuntimeError):
-    """Another live process works on this run."""
-
-
-@contextlib.contextmanager
-def _locked(directory: pathlib.Path) -> Iterator[None]:
-    """An exclusive, non-blocking lock on the run directory (released by the kernel if the process dies)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    if fcntl is None:  # pragma: no cover
-        yield
-        return
-    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as error:
-            raise RunBusyError(f"{directory} is being run by another process") from error
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        yield
-    finally:
-        os.close(fd)  # releases the flock
+RunBusyError = RunLockedError  # another live process works on this run
 
 
 # ---------------------------------------------------------------------------------------------- one run
@@ -215,7 +186,10 @@ def run(spec: RunSpec, budget: Budget, out: str | pathlib.Path, verbose: int = 1
     state = read_state(directory)
     if state is not None and state.get("status") == "done":
         return directory
-    with _locked(directory):
+    with RunLock(
+        directory, argv=["sb3_safemeta.reproduce", spec.algorithm, spec.env_id, f"seed {spec.seed}", f"delta {spec.delta}"]
+    ):
+        remove_stale_temporaries(directory)
         state = read_state(directory)  # re-read under the lock
         if state is not None and state.get("status") == "done":
             return directory
@@ -256,9 +230,8 @@ def _run_locked(spec: RunSpec, budget: Budget, directory: pathlib.Path, state: d
         row["train_seconds"] += seconds_before
         curve.append(row)
         _write_curve(directory, curve)
-        temporary = directory / ".checkpoint.tmp.zip"
-        model.save(temporary)
-        temporary.replace(checkpoint)
+        with atomic_path(checkpoint) as temporary:
+            model.save(temporary)
         payload = {
             "status": "training",
             "meta_iterations": point.meta_iterations,

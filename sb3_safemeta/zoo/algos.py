@@ -5,11 +5,7 @@ rl-zoo3 module, so both :mod:`~sb3_safemeta.zoo.registration` and :mod:`~sb3_saf
 
 from __future__ import annotations
 
-import pathlib
-import site
-import sys
-import sysconfig
-
+from sb3_safemeta.common.hyperparams import hyperparams_path  # the one lookup (the main job and the reproduction use it)
 from sb3_safemeta.common.on_policy_cost_algorithm import OnPolicyCostAlgorithm
 from sb3_safemeta.maml_cost_penalty import MAMLCostPenalty
 from sb3_safemeta.meta_cpo import MetaCPO
@@ -28,26 +24,3 @@ SAFEMETA_ALGOS: dict[str, type[OnPolicyCostAlgorithm]] = {
     "meta_crpo": MetaCRPO,
 }
 
-
-def hyperparams_path(algo: str) -> pathlib.Path:
-    """
-    The default hyperparameter file of one of our algorithms (``--conf-file`` overrides it).
-
-    Looked up, in order: ``<repo>/hyperparams/<algo>.yml`` (source checkout, editable install), then
-    ``<prefix>/share/sb3_safemeta/hyperparams/<algo>.yml`` where a wheel install puts them
-    (``data_files`` in setup.cfg; prefix is the environment's, or the user base for ``--user``).
-
-    :param algo: a key of :data:`SAFEMETA_ALGOS`
-    :return: the path of the yml file
-    """
-    share = pathlib.Path("share", "sb3_safemeta", "hyperparams")
-    candidates = [
-        pathlib.Path(__file__).resolve().parents[2] / "hyperparams",
-        pathlib.Path(sysconfig.get_paths()["data"]) / share,
-        pathlib.Path(sys.prefix) / share,
-        pathlib.Path(site.getuserbase()) / share,
-    ]
-    for candidate in candidates:
-        if (candidate / f"{algo}.yml").is_file():
-            return candidate / f"{algo}.yml"
-    raise FileNotFoundError(f"no hyperparameter file {algo}.yml; looked in {[str(c) for c in candidates]}")
