@@ -85,6 +85,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--deltas", nargs="+", type=float, default=None, help="figure6: values of delta (default 0 1 2 3)")
     parser.add_argument("--out", default="results", help="output folder (runs under <out>/runs/<budget>)")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes; one torch thread each)")
+    parser.add_argument(
+        "--ray",
+        action="store_true",
+        help="run the runs as Ray tasks (one CPU each) on a local Ray instance on 127.0.0.1, or on --ray-address",
+    )
+    parser.add_argument("--ray-address", default=None, help="with --ray: 'auto' or host:port of a running cluster")
     parser.add_argument("--plot-only", action="store_true", help="draw from the finished runs without running anything")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
@@ -124,8 +130,17 @@ def _run_one(spec: RunSpec, budget: Budget, out: str, verbose: int) -> tuple[Run
         return spec, traceback.format_exc()
 
 
-def run_all(specs: list[RunSpec], budget: Budget, out: str, jobs: int, verbose: int) -> list[tuple[RunSpec, str]]:
+def run_all(
+    specs: list[RunSpec], budget: Budget, out: str, jobs: int, verbose: int, ray: bool = False, ray_address: str | None = None
+) -> list[tuple[RunSpec, str]]:
     """Run (or resume) every spec; :return: (spec, "done" | "busy" | traceback) per spec"""
+    if ray:
+        from sb3_safemeta.common.distributed import map_runs
+
+        runs = [
+            {"spec": spec, "budget": budget, "out": str(pathlib.Path(out).resolve()), "verbose": verbose} for spec in specs
+        ]
+        return map_runs(_run_one, runs, ray_address=ray_address)
     if jobs == 1:
         return [_run_one(spec, budget, out, verbose) for spec in specs]
     import multiprocessing
@@ -154,7 +169,9 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     failures = []
     if not args.plot_only:
         start = time.time()
-        results = run_all(specs, budget, str(out), args.jobs, verbose)
+        if args.ray_address is not None and not args.ray:
+            raise SystemExit("--ray-address needs --ray")
+        results = run_all(specs, budget, str(out), args.jobs, verbose, args.ray, args.ray_address)
         busy = [spec for spec, status in results if status == "busy"]
         failures = [(spec, status) for spec, status in results if status not in ("done", "busy")]
         for spec, message in failures:
