@@ -23,4 +23,3 @@ SAFEMETA_ALGOS: dict[str, type[OnPolicyCostAlgorithm]] = {
     "meta_cpo": MetaCPO,
     "meta_crpo": MetaCRPO,
 }
-
