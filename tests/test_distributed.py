@@ -23,7 +23,7 @@ from meta_helpers import ENV_ID, N_ENVS, PendulumWithCost, assert_same_parameter
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecNormalize
 
-from sb3_safemeta import MAMLCostPenalty, MetaCRPO, SafeMetaDual
+from sb3_safemeta import MAMLCostPenalty, MetaCPO, MetaCRPO, SafeMetaDual
 from sb3_safemeta.common import distributed
 from sb3_safemeta.common.callbacks import MetaCheckpointCallback, StopTrainingOnMetaIterations
 from sb3_safemeta.common.distributed import EnvFactory, TaskWorkerError, unit_seed
@@ -175,6 +175,23 @@ def test_maml_cost_penalty_is_bit_identical_for_0_and_2_workers(ray_session):
     kwargs = dict(cost_limit=10.0, meta_batch_size=3, n_steps=100)
     reference, reference_log = train(MAMLCostPenalty, 0, **kwargs)
     model, log = train(MAMLCostPenalty, 2, **kwargs)
+    assert_same_parameters(reference, model)
+    assert_same_logs(reference_log, log)
+    model.close_workers()
+
+
+@pytest.mark.parametrize(
+    "cls,kwargs",
+    [
+        (MetaCPO, dict(cost_limit=10.0, meta_batch_size=3, n_steps=100)),
+        (MetaCRPO, dict(cost_limit=10.0, meta_batch_size=3, n_inner_steps=2, n_steps=100)),
+        (MetaCRPO, dict(cost_limit=10.0, meta_batch_size=3, n_inner_steps=2, n_steps=100, advantage_estimator="gae")),
+    ],
+    ids=["MetaCPO", "MetaCRPO", "MetaCRPO-gae"],
+)
+def test_the_other_baselines_are_bit_identical_for_0_and_2_workers(ray_session, cls, kwargs):
+    reference, reference_log = train(cls, 0, iterations=3, **kwargs)
+    model, log = train(cls, 2, iterations=3, **kwargs)
     assert_same_parameters(reference, model)
     assert_same_logs(reference_log, log)
     model.close_workers()

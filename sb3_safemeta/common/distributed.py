@@ -291,6 +291,7 @@ class UnitResult:
     episode_infos: list[dict[str, Any]] = field(default_factory=list)
     episode_successes: list[bool] = field(default_factory=list)
     episode_costs: list[np.ndarray] = field(default_factory=list)
+    logged: dict[str, Any] = field(default_factory=dict)
 
 
 class TaskWorker:
@@ -357,6 +358,7 @@ class TaskWorker:
         model = self.model
         model.ep_info_buffer, model.ep_success_buffer, model.ep_cost_buffer = deque(), deque(), deque()
         start, clock, cpu_clock = model.num_timesteps, time.perf_counter(), time.process_time()
+        model.logger.name_to_value.clear()
         value = run_unit(model, unit, base_seed, task_index, values, self.callback)
         self._kept[(unit, task_index)] = value
         return UnitResult(
@@ -367,6 +369,7 @@ class TaskWorker:
             list(model.ep_info_buffer),
             list(model.ep_success_buffer),
             list(model.ep_cost_buffer),
+            dict(model.logger.name_to_value),  # e.g. the critics' losses, recorded by the driver in task order
         )
 
     def meta_test(
@@ -644,6 +647,8 @@ class TaskParallelMixin:
             model.ep_info_buffer.extend(result.episode_infos)
             model.ep_success_buffer.extend(result.episode_successes)
             model.ep_cost_buffer.extend(result.episode_costs)
+            for key, value in result.logged.items():
+                model.logger.record(key, value)
             callback.on_rollout_start()
             callback.update_locals({"unit": unit, "result": result})
             keep_going = callback.on_step() and keep_going
