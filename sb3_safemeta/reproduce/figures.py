@@ -47,11 +47,12 @@ def plot_curves(
     plt = _matplotlib()
     figure, axes = plt.subplots(len(envs), 4, figsize=(17, 3.4 * len(envs)), squeeze=False)
     titles = ("Meta-training: reward", "Meta-training: max cost", "Meta-test: reward", "Meta-test: max cost")
+    every_label = sorted({row[by] for row in rows}, key=str)  # one color per algorithm (delta) in every row
     for row_index, env_id in enumerate(envs):
         panels = axes[row_index]
         labels = sorted({row[by] for row in rows if row["env"] == env_id}, key=str)
-        for label_index, label in enumerate(labels):
-            color = f"C{label_index}"
+        for label in labels:
+            color = f"C{every_label.index(label)}"
             name = f"delta = {label:g}" if by == "delta" else str(label)
             for phase, (reward_axis, cost_axis) in (("meta-train", panels[:2]), ("meta-test", panels[2:])):
                 selected = [row for row in rows if row["env"] == env_id and row[by] == label and row["phase"] == phase]
