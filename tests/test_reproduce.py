@@ -150,3 +150,28 @@ def test_main_job_and_zoo_read_the_same_entry():
     assert point_nav["n_envs"] == 8 and point_nav["meta_batch_size"] == 10
     for env_id in ("SafeMetaPointCircle-v0", "SafeMetaCarCircleHazard-v0", "SafeMetaPointButton-v0"):
         assert load_hyperparams("safemeta", env_id)["n_steps"] >= 500  # a 500-step episode must end in a rollout
+
+
+def test_resume_refuses_changed_hyperparameters(tmp_path, monkeypatch):
+    """An unfinished run does not resume silently with other constructor arguments (e.g. a recalibrated lambda)."""
+    budget = dataclasses.replace(SMOKE, meta_iterations=2)
+    spec = RunSpec("SafeMetaDual", "SafeMetaHalfCheetahVel-v0", seed=1)
+    original = runs_module._write_atomic
+
+    def killed(path, text):
+        original(path, text)
+        if path.name == "state.json" and json.loads(text)["meta_iterations"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs_module, "_write_atomic", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run(spec, budget, tmp_path, verbose=0)
+    monkeypatch.setattr(runs_module, "_write_atomic", original)
+    changed = runs_module.algorithm_kwargs
+
+    def other_lambda(spec, budget):
+        return {**changed(spec, budget), "lambda_": 123.0}
+
+    monkeypatch.setattr(runs_module, "algorithm_kwargs", other_lambda)
+    with pytest.raises(runs_module.RunConfigError, match="lambda_"):
+        run(spec, budget, tmp_path, verbose=0)

@@ -22,6 +22,7 @@ import csv
 import inspect
 import json
 import pathlib
+import re
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -173,6 +174,10 @@ def _write_curve(directory: pathlib.Path, rows: list[dict[str, float]]) -> None:
 RunBusyError = RunLockedError  # another live process works on this run
 
 
+class RunConfigError(RuntimeError):
+    """An unfinished run would resume with other hyper-parameters than it started with."""
+
+
 # ---------------------------------------------------------------------------------------------- one run
 def run(spec: RunSpec, budget: Budget, out: str | pathlib.Path, verbose: int = 1) -> pathlib.Path:
     """
@@ -201,10 +206,23 @@ def _run_locked(spec: RunSpec, budget: Budget, directory: pathlib.Path, state: d
     th.set_num_threads(1)
     algorithm = ALGORITHMS[spec.algorithm]
     kwargs = algorithm_kwargs(spec, budget)
+    current = {key: repr(value) for key, value in kwargs.items()}  # before the constructor (it fills policy_kwargs in)
     env = make_env(spec.env_id, budget, spec.seed)
     checkpoint = directory / "checkpoint.zip"
     name = f"{spec.algorithm} on {spec.env_id}, seed {spec.seed}, delta {spec.delta:g}"
     if state is not None and checkpoint.exists():
+        saved = json.loads((directory / "config.json").read_text())["kwargs"] if (directory / "config.json").exists() else None
+        if saved is not None:  # runs made before this check saved policy_kwargs with the n_costs the constructor adds
+            saved = {
+                key: re.sub(r", 'n_costs': \d+}$", "}", value) if key == "policy_kwargs" else value
+                for key, value in saved.items()
+            }
+        if saved is not None and saved != current:
+            changed = sorted(key for key in set(saved) | set(current) if saved.get(key) != current.get(key))
+            raise RunConfigError(
+                f"{directory} was started with other constructor arguments ({', '.join(changed)}: the yml changed since);"
+                " delete the run directory to redo it with the current ones"
+            )
         model = algorithm.load(checkpoint, env=env, device="cpu")
         seconds_before = float(state["train_seconds"])
         cpu_before = float(state.get("cpu_seconds", 0.0))
@@ -217,7 +235,7 @@ def _run_locked(spec: RunSpec, budget: Budget, directory: pathlib.Path, state: d
         config = {
             "spec": asdict(spec),
             "budget": budget.as_dict(),
-            "kwargs": {key: repr(value) for key, value in kwargs.items()},
+            "kwargs": current,
         }
         _write_atomic(directory / "config.json", json.dumps(config, indent=1))
         if verbose:
