@@ -98,7 +98,9 @@ def test_literal_rl_zoo3_train_saves_loadable_zip(tmp_path: pathlib.Path, hook_i
     assert path.is_file()
     model = SafeMetaDual.load(path, env=make_vec_env(ENV_ID, n_envs=1))
     assert model.meta_batch_size == 1 and model.n_steps == 100 and model.cost_limit == pytest.approx(10.0)
-    assert model.meta_iterations == 1
+    # -n 200: one meta-iteration of 2 x 100 steps, or two whose first is the cost step (1 x 100 steps, Algorithm 2
+    # lines 10-12); which one depends on the seeded rollouts, so the test checks the budget was spent, not the branch
+    assert model.meta_iterations in (1, 2) and model.num_timesteps >= 200
     # our enjoy loads it from the same log folder and runs it
     result = run(["-m", "sb3_safemeta.zoo.enjoy", "--algo", "safemeta", "-f", str(tmp_path / "logs"), "-n", "1"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["discounted_returns", "episode_time_steps", "linear_baseline_advantages"]
+__all__ = ["episode_time_steps", "linear_baseline_advantages"]
 
 
 def episode_time_steps(episode_starts: np.ndarray, first_step: np.ndarray | None = None) -> np.ndarray:
@@ -31,33 +31,6 @@ def episode_time_steps(episode_starts: np.ndarray, first_step: np.ndarray | None
         time_steps[step] = current
         current = current + 1.0
     return time_steps
-
-
-def discounted_returns(
-    signal: np.ndarray, episode_starts: np.ndarray, gamma: float, last_values: np.ndarray, last_dones: np.ndarray
-) -> np.ndarray:
-    """
-    Discounted reward-to-go within each episode; an episode still running at the end of the rollout
-    is bootstrapped with ``last_values`` (time-limit truncations are assumed already folded into
-    ``signal``, as SB3's rollout loop does).
-
-    :param signal: rewards or costs, (n_steps, n_envs[, k])
-    :param episode_starts: (n_steps, n_envs)
-    :param gamma: discount factor
-    :param last_values: bootstrap values after the last step, (n_envs[, k])
-    :param last_dones: (n_envs,), 1 where the last step ended an episode
-    :return: returns of the same shape as ``signal``
-    """
-    returns = np.zeros_like(signal, dtype=np.float64)
-    extra = (slice(None),) + (None,) * (signal.ndim - 2)
-    running = np.asarray(last_values, dtype=np.float64) * (1.0 - np.asarray(last_dones, dtype=np.float64))[extra]
-    n_steps = signal.shape[0]
-    for step in reversed(range(n_steps)):
-        if step + 1 < n_steps:
-            running = running * (1.0 - episode_starts[step + 1])[extra]
-        running = signal[step] + gamma * running
-        returns[step] = running
-    return returns
 
 
 def _features(observations: np.ndarray, time_steps: np.ndarray) -> np.ndarray:

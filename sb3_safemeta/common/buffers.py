@@ -105,7 +105,7 @@ class CostRolloutBuffer(RolloutBuffer):
         self.cost_values[self.pos] = cost_value.clone().cpu().numpy().reshape(self.n_envs, self.n_costs)
         super().add(*args, **kwargs)
 
-    def compute_returns_and_advantage(  # type: ignore[override]
+    def compute_returns_and_advantage(
         self, last_values: th.Tensor, dones: np.ndarray, last_cost_values: th.Tensor | None = None
     ) -> None:
         """

@@ -73,8 +73,8 @@ def mean_kl(policy: BasePolicy, other: BasePolicy, observations: th.Tensor) -> f
     """:return: E_s[KL(policy(.|s) || other(.|s))] on the given states"""
     with th.no_grad():
         kl = th.distributions.kl_divergence(
-            policy.get_distribution(observations).distribution,  # type: ignore[operator, arg-type]
-            other.get_distribution(observations).distribution,  # type: ignore[operator, arg-type]
+            policy.get_distribution(observations).distribution,  # type: ignore[operator]
+            other.get_distribution(observations).distribution,  # type: ignore[operator]
         )
     return float((kl.sum(dim=-1) if kl.ndim > 1 else kl).mean())
 

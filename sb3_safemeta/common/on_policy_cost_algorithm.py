@@ -27,6 +27,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
 from sb3_safemeta.common.buffers import CostRolloutBuffer
+from sb3_safemeta.common.policies import CostActorCriticPolicy
 from sb3_safemeta.common.rollout_data import RolloutData
 from sb3_safemeta.common.validation import as_cost_vector, check_in_range, check_int, check_positive
 
@@ -59,7 +60,7 @@ def _saved_data(path: str | pathlib.Path | io.BufferedIOBase) -> dict[str, Any] 
                 return json.loads(archive.read("data"))
         position = path.tell()
         try:
-            with zipfile.ZipFile(path) as archive:  # type: ignore[arg-type]
+            with zipfile.ZipFile(path) as archive:
                 return json.loads(archive.read("data"))
         finally:
             path.seek(position)
@@ -155,7 +156,7 @@ class OnPolicyCostAlgorithm(OnPolicyAlgorithm):
     """
 
     rollout_buffer: CostRolloutBuffer
-    policy: ActorCriticPolicy
+    policy: CostActorCriticPolicy
     # "gae" (value heads bootstrap cut episodes) or "mc" (Monte-Carlo returns, no critic); set by subclasses
     advantage_estimator: str = "gae"
 
@@ -247,7 +248,7 @@ class OnPolicyCostAlgorithm(OnPolicyAlgorithm):
         return vec_env
 
     @classmethod
-    def load(  # type: ignore[override]
+    def load(
         cls: type[SelfOnPolicyCostAlgorithm],
         path: str | pathlib.Path | io.BufferedIOBase,
         env: GymEnv | None = None,
@@ -275,7 +276,7 @@ class OnPolicyCostAlgorithm(OnPolicyAlgorithm):
         :return: the loaded model
         """
         check_saved_class(path, cls)
-        return super().load(  # type: ignore[return-value]
+        return super().load(
             path,
             env=env,
             device=device,
@@ -383,8 +384,8 @@ class OnPolicyCostAlgorithm(OnPolicyAlgorithm):
                 self.policy.reset_noise(env.num_envs)
             with th.no_grad():
                 obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
-                actions, values, cost_values, log_probs = self.policy.forward_with_costs(obs_tensor)  # type: ignore[operator]
-            actions = actions.cpu().numpy()
+                action_tensor, values, cost_values, log_probs = self.policy.forward_with_costs(obs_tensor)
+            actions = action_tensor.cpu().numpy()
             clipped_actions = actions
             if isinstance(self.action_space, spaces.Box):
                 if self.policy.squash_output:
@@ -413,13 +414,13 @@ class OnPolicyCostAlgorithm(OnPolicyAlgorithm):
                     terminal_tensor = self.policy.obs_to_tensor(terminal_obs)[0]
                     with th.no_grad():
                         rewards[index] += self.gamma * self.policy.predict_values(terminal_tensor)[0].item()
-                        costs[index] += self.gamma * self.policy.predict_cost_values(terminal_tensor)[0].cpu().numpy()  # type: ignore[operator]
+                        costs[index] += self.gamma * self.policy.predict_cost_values(terminal_tensor)[0].cpu().numpy()
 
             rollout_buffer.add(
-                self._last_obs,  # type: ignore[arg-type]
+                self._last_obs,
                 actions,
                 rewards,
-                self._last_episode_starts,  # type: ignore[arg-type]
+                self._last_episode_starts,
                 values,
                 log_probs,
                 cost=costs,
@@ -432,7 +433,7 @@ class OnPolicyCostAlgorithm(OnPolicyAlgorithm):
             with th.no_grad():
                 last_tensor = obs_as_tensor(new_obs, self.device)  # type: ignore[arg-type]
                 values = self.policy.predict_values(last_tensor)
-                cost_values = self.policy.predict_cost_values(last_tensor)  # type: ignore[operator]
+                cost_values = self.policy.predict_cost_values(last_tensor)
         else:  # episodes cut by the rollout's end: plain Monte-Carlo returns
             values, cost_values = th.zeros(env.num_envs, 1), th.zeros(env.num_envs, self.n_costs)
         rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones, last_cost_values=cost_values)
@@ -483,12 +484,12 @@ class OnPolicyCostAlgorithm(OnPolicyAlgorithm):
         for _ in range(n_epochs):
             for batch in self.rollout_buffer.get(batch_size):
                 values = self.policy.predict_values(batch.observations).flatten()
-                cost_values = self.policy.predict_cost_values(batch.observations)  # type: ignore[operator]
+                cost_values = self.policy.predict_cost_values(batch.observations)
                 value_loss = F.mse_loss(batch.returns, values)
                 cost_value_loss = F.mse_loss(batch.cost_returns, cost_values)
                 optimizer.zero_grad()
                 (value_loss + cost_value_loss).backward()
-                th.nn.utils.clip_grad_norm_(self.policy.critic_parameters(), self.max_grad_norm)  # type: ignore[operator]
+                th.nn.utils.clip_grad_norm_(self.policy.critic_parameters(), self.max_grad_norm)
                 optimizer.step()
                 value_losses.append(value_loss.item())
                 cost_value_losses.append(cost_value_loss.item())

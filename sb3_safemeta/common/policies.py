@@ -6,7 +6,7 @@ from typing import Any
 
 import torch as th
 from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.type_aliases import Schedule
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
 __all__ = ["CostActorCriticPolicy", "MlpPolicy"]
@@ -51,17 +51,17 @@ class CostActorCriticPolicy(ActorCriticPolicy):
         data["n_costs"] = self.n_costs
         return data
 
-    def _critic_latent(self, obs: th.Tensor) -> th.Tensor:
+    def _critic_latent(self, obs: PyTorchObs) -> th.Tensor:
         features = super().extract_features(obs, self.vf_features_extractor)
         assert isinstance(features, th.Tensor)  # share_features_extractor or not, one extractor here
         return self.mlp_extractor.forward_critic(features)
 
-    def predict_cost_values(self, obs: th.Tensor) -> th.Tensor:
+    def predict_cost_values(self, obs: PyTorchObs) -> th.Tensor:
         """:return: the cost values Vc_i(s), shape (batch, n_costs)"""
         return self.cost_value_net(self._critic_latent(obs))
 
     def forward_with_costs(
-        self, obs: th.Tensor, deterministic: bool = False
+        self, obs: PyTorchObs, deterministic: bool = False
     ) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
         """
         One forward pass for the rollout loop.

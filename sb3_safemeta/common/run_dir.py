@@ -235,7 +235,7 @@ class RunLock:
             import msvcrt
 
             try:
-                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
             except OSError as error:
                 raise BlockingIOError(str(error)) from error
 

@@ -350,7 +350,7 @@ class _CachedYaml:
 def _patch_world_assets() -> bool:
     """Patch 6 (performance): cached ``assets.yaml`` and optional cheap skybox in ``safety_gymnasium.world``."""
     world = importlib.import_module("safety_gymnasium.world")
-    if isinstance(world.yaml, _CachedYaml):  # type: ignore[attr-defined]
+    if isinstance(world.yaml, _CachedYaml):
         return False
     world.yaml = _CachedYaml(world.yaml)  # type: ignore[attr-defined]
     return True

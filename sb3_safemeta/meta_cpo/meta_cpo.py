@@ -92,12 +92,12 @@ class _ConstantSymmetricOperator(th.autograd.Function):
     """v -> M v for a symmetric M held constant: the backward of a product is the product (M^T = M)."""
 
     @staticmethod
-    def forward(ctx: Any, vector: th.Tensor, product: Callable[[th.Tensor], th.Tensor]) -> th.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, vector: th.Tensor, product: Callable[[th.Tensor], th.Tensor]) -> th.Tensor:
         ctx.product = product
         return product(vector.detach()).detach()
 
     @staticmethod
-    def backward(ctx: Any, gradient: th.Tensor) -> tuple[th.Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, gradient: th.Tensor) -> tuple[th.Tensor, None]:
         return ctx.product(gradient.detach()).detach(), None
 
 
@@ -136,7 +136,7 @@ def fisher_vector_product(
 
     def product(vector: th.Tensor) -> th.Tensor:
         if vector.requires_grad and th.is_grad_enabled():
-            return _ConstantSymmetricOperator.apply(vector, raw_product)  # type: ignore[no-any-return]
+            return _ConstantSymmetricOperator.apply(vector, raw_product)
         return raw_product(vector.detach())
 
     return product
@@ -546,7 +546,7 @@ class MetaCPO(OnPolicyMetaAlgorithm):
         inner_kls = [result[3] for result in results]
         # the outer step differentiates through the CPO step: its data, read again here with pi_phi
         inner_data = [
-            self._inner_data(meta_rollout, self.policy, limit)  # type: ignore[arg-type]
+            self._inner_data(meta_rollout, self.policy, limit)
             for meta_rollout, limit in zip(meta_rollouts, limits, strict=True)
         ]
 
@@ -598,9 +598,9 @@ class MetaCPO(OnPolicyMetaAlgorithm):
         meta_rollout = self._collect(self.policy, task, callback, self.policy.optimizer)
         if meta_rollout is None:
             return None
-        data = self._inner_data(meta_rollout, self.policy, cost_limit)  # type: ignore[arg-type]
+        data = self._inner_data(meta_rollout, self.policy, cost_limit)
         self.adapted_policy.load_state_dict(self.policy.state_dict())
-        step = self.adapt(self.adapted_policy, data)  # type: ignore[arg-type]
+        step = self.adapt(self.adapted_policy, data)
         inner_kl = mean_kl(self.policy, self.adapted_policy, data.observations)
         adapted_rollout = self._collect(self.adapted_policy, task, callback, self.policy.optimizer)
         return None if adapted_rollout is None else (meta_rollout, adapted_rollout, step, inner_kl)
@@ -630,7 +630,7 @@ class MetaCPO(OnPolicyMetaAlgorithm):
                 )
             )
         surrogate = MetaCPOSurrogate(
-            self.policy,  # type: ignore[arg-type]
+            self.policy,
             inner_data,
             post_samples,
             self.inner_kl,
@@ -640,9 +640,9 @@ class MetaCPO(OnPolicyMetaAlgorithm):
         )
         if self.meta_step == "cpo":
             return constrained_trust_region_step(
-                self.policy.actor_parameters(),  # type: ignore[operator]
+                self.policy.actor_parameters(),
                 surrogate.objectives,
-                MeanKL(self.policy, self._trust_region_states(meta_rollouts)),  # type: ignore[arg-type]
+                MeanKL(self.policy, self._trust_region_states(meta_rollouts)),
                 cost_excess=outer_excess,
                 max_kl=self.target_kl,
                 cg_max_steps=self.cg_max_steps,
@@ -690,7 +690,7 @@ class MetaCPO(OnPolicyMetaAlgorithm):
                 assert rollout is not None  # the meta-test callback never stops
                 yield rollout
                 if step < n_adapt_steps:
-                    self.adapt(policy, self._inner_data(rollout, policy, cost_limit))  # type: ignore[arg-type]
+                    self.adapt(policy, self._inner_data(rollout, policy, cost_limit))
 
         with self._off_the_record(seed) as callback:
             return self._run_meta_test(tasks, n_adapt_steps, adaptation_chain, save_path, verbose)

@@ -6,9 +6,9 @@ Run a meta-policy trained with rl-zoo3, and optionally its meta-test (safe adapt
 
 Finds the model as ``rl_zoo3.enjoy`` does (``<folder>/<algo>/<env>_<exp-id>/<env>.zip``), except that
 ``--exp-id 0`` selects the latest experiment *that has a model*: ``--optimize`` runs also create an
-experiment folder, without a model. ``rl_zoo3.enjoy`` itself cannot load these models: it calls
-``ALGOS[algo].load(path)`` without an environment, and SafeMetaDual needs its task-distribution
-environment when it is built.
+experiment folder, without a model. ``rl_zoo3.enjoy`` runs these models too (with the startup hook: it loads
+them without an environment, which SB3 allows for ``predict``), but reports returns only; this launcher loads
+the model with its task-distribution environment and reports the episode cost and the meta-test.
 """
 
 from __future__ import annotations

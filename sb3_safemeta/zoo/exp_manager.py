@@ -132,7 +132,7 @@ class SafeMetaExperimentManager(ExperimentManager):
             saved_hyperparams = OrderedDict((key, hyperparams[key]) for key in sorted(hyperparams))
         return hyperparams, saved_hyperparams
 
-    def _preprocess_hyperparams(self, hyperparams: dict[str, Any]):  # type: ignore[override]
+    def _preprocess_hyperparams(self, hyperparams: dict[str, Any]):
         # not a constructor argument: how the objective (and meta-test) evaluates a SafeMetaDual
         meta_test_kwargs = hyperparams.pop("meta_test_kwargs", None)
         if isinstance(meta_test_kwargs, str):
@@ -372,7 +372,7 @@ def save_optuna_plots(study: optuna.Study, log_path: str) -> list[str]:
             import matplotlib
 
             matplotlib.use("Agg")
-            from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances  # type: ignore[assignment]
+            from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
 
             backend, suffix = "matplotlib", ".png"
             print("Optuna plots: plotly is not installed (pip install plotly for interactive plots); using matplotlib")
@@ -384,12 +384,12 @@ def save_optuna_plots(study: optuna.Study, log_path: str) -> list[str]:
         try:
             figure = plot(study)
             if backend == "plotly":
-                figure.write_html(path)  # type: ignore[union-attr]
+                figure.write_html(path)
             else:
-                figure.figure.savefig(path, bbox_inches="tight")  # type: ignore[union-attr]
+                figure.figure.savefig(path, bbox_inches="tight")
                 import matplotlib.pyplot as plt
 
-                plt.close(figure.figure)  # type: ignore[union-attr]
+                plt.close(figure.figure)
             written.append(path)
         except (ValueError, RuntimeError, ZeroDivisionError) as error:  # e.g. importances need 2 complete trials
             print(f"Optuna plot '{name}' not drawn: {error}")
