@@ -287,7 +287,7 @@ class MetaTestReport:
         import matplotlib.pyplot as plt
         from matplotlib.ticker import MaxNLocator
 
-        figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+        figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4.6))
         for report in [self, *(others or [])]:
             steps = np.arange(report.n_steps + 1)
             mean, spread = report.returns.mean(axis=0), report.returns.std(axis=0)
@@ -307,10 +307,12 @@ class MetaTestReport:
         right.set(xlabel="adaptation step k", ylabel="maximum episode cost", title="Meta-test: max cost over tasks")
         for axis in (left, right):
             axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-        left.legend(loc="lower right", fontsize="small")
         right.set_ylim(bottom=0.0)
-        right.legend(loc="best", fontsize="small")
-        figure.tight_layout()
+        # one legend for both panels, below them: inside the cost panel it hid the curves
+        handles, labels = right.get_legend_handles_labels()
+        figure.legend(handles, labels, loc="lower center", ncol=2, fontsize="small", frameon=False)
+        rows = (len(labels) + 1) // 2
+        figure.tight_layout(rect=(0.0, 0.045 * rows + 0.02, 1.0, 1.0))
         try:
             with atomic_path(path) as temporary:
                 figure.savefig(temporary, dpi=120, format=pathlib.Path(path).suffix.lstrip(".") or "png")
