@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch as th
+from cpo_helpers import slsqp
 from meta_helpers import (
     N_ENVS,
     make_env,
     recording,
 )
-from scipy.optimize import minimize
 from stable_baselines3.common.policies import ActorCriticPolicy
 from tabular_helpers import (
     all_pairs,
@@ -42,25 +42,6 @@ DELTA = 0.01
 
 
 # ---------------------------------------------------------------------------------------------- the CPO step
-def slsqp(g: np.ndarray, b: np.ndarray, c: float, fisher: np.ndarray, delta: float) -> np.ndarray:
-    """max g^T x s.t. 1/2 x^T F x <= delta, c + b^T x <= 0 by SciPy's SLSQP (best of a few starts)."""
-    constraints = [
-        {"type": "ineq", "fun": lambda x: delta - 0.5 * x @ fisher @ x, "jac": lambda x: -fisher @ x},
-        {"type": "ineq", "fun": lambda x: -(c + b @ x), "jac": lambda x: -b},
-    ]
-    best = None
-    for seed in range(3):
-        start = np.random.default_rng(seed).normal(size=len(g)) * 1e-3
-        result = minimize(
-            lambda x: -g @ x, start, jac=lambda x: -g, constraints=constraints, method="SLSQP",
-            options=dict(ftol=1e-15, maxiter=1000),
-        )  # fmt: skip
-        if best is None or result.fun < best.fun:
-            best = result
-    assert best is not None
-    return best.x
-
-
 def random_qp(seed: int, n: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """g, b and an SPD F; b is oriented so that the KL-only step increases the cost (b^T F^-1 g > 0)."""
     rng = np.random.default_rng(seed)

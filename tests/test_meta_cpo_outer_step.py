@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch as th
+from cpo_helpers import slsqp
 from meta_helpers import make_env, recording
-from scipy.optimize import minimize
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
@@ -22,23 +22,6 @@ from sb3_safemeta.meta_cpo.outer_step import constrained_trust_region_step
 
 DELTA = 0.01
 DAMPING = 0.1
-
-
-def slsqp(g: np.ndarray, b: np.ndarray, c: float, fisher: np.ndarray, delta: float) -> np.ndarray:
-    """max g^T x s.t. 1/2 x^T F x <= delta, c + b^T x <= 0 (SciPy SLSQP, best of three starts)."""
-    constraints = [
-        {"type": "ineq", "fun": lambda x: delta - 0.5 * x @ fisher @ x, "jac": lambda x: -fisher @ x},
-        {"type": "ineq", "fun": lambda x: -(c + b @ x), "jac": lambda x: -b},
-    ]
-    best = None
-    for seed in range(3):
-        start = np.random.default_rng(seed).normal(size=len(g)) * 1e-3
-        result = minimize(lambda x: -g @ x, start, jac=lambda x: -g, constraints=constraints, method="SLSQP",
-                          options=dict(ftol=1e-15, maxiter=1000))  # fmt: skip
-        if best is None or result.fun < best.fun:
-            best = result
-    assert best is not None
-    return best.x
 
 
 def linear_problem(seed: int, n: int = 5):
