@@ -194,6 +194,25 @@ def test_meta_test_report_carries_the_independent_evaluation(tmp_path):
     report.plot(tmp_path / "report.png")
 
 
+def _adapt_from_gaussian(model, mean: float):
+    """
+    Set ``model``'s policy on RareHazardEnv to N(mean, 1) (its observation is constant), collect one rollout and
+    take one A^s step from it. :return: (the rollout, the step's result, mean and std of the adapted policy)
+    """
+    with th.no_grad():
+        model.policy.action_net.weight.zero_()
+        model.policy.action_net.bias.fill_(mean)
+        model.policy.log_std.zero_()
+    chain = model.adaptation_chain(0)
+    rollout = next(chain)
+    for _ in chain:
+        pass
+    result = model.adapt(rollout)
+    with th.no_grad():
+        distribution = model.policy.get_distribution(th.zeros(1, 1)).distribution
+    return rollout, result, float(distribution.mean[0, 0]), float(distribution.stddev[0, 0])
+
+
 def _rare_hazard_step(seed: int, cost_confidence, n_steps: int = 500, **kwargs):
     """
     One A^s step on RareHazardEnv from N(0, 1) (hazard probability 1 - Phi(2.5) = 0.0062, d = 0.05): 8 x 500
@@ -211,18 +230,7 @@ def _rare_hazard_step(seed: int, cost_confidence, n_steps: int = 500, **kwargs):
         "MlpPolicy", env, cost_limit=0.05, lambda_=1.0, lambda_c=0.02, n_steps=n_steps, advantage_estimator="mc",
         fit_scope="head", seed=seed, cost_confidence=cost_confidence, **kwargs,
     )  # fmt: skip
-    with th.no_grad():
-        model.policy.action_net.weight.zero_()
-        model.policy.action_net.bias.zero_()
-        model.policy.log_std.zero_()
-    chain = model.adaptation_chain(0)
-    rollout = next(chain)
-    for _ in chain:
-        pass
-    result = model.adapt(rollout)
-    with th.no_grad():
-        distribution = model.policy.get_distribution(th.zeros(1, 1)).distribution
-        mean, std = float(distribution.mean[0, 0]), float(distribution.stddev[0, 0])
+    _, result, mean, std = _adapt_from_gaussian(model, 0.0)
     return 1.0 - scipy.stats.norm.cdf((RareHazardEnv.threshold - mean) / std), mean, result
 
 
@@ -360,18 +368,8 @@ def test_recovery_step_reduces_the_exact_cost(seed):
     model = SafeAdapter(
         "MlpPolicy", env, cost_limit=0.05, lambda_c=1.0, n_steps=4, advantage_estimator="mc", seed=seed
     )  # fmt: skip
-    with th.no_grad():
-        model.policy.action_net.weight.zero_()
-        model.policy.action_net.bias.fill_(2.0)
-        model.policy.log_std.zero_()
-    chain = model.adaptation_chain(0)
-    rollout = next(chain)
-    for _ in chain:
-        pass
-    result = model.adapt(rollout)
-    with th.no_grad():
-        distribution = model.policy.get_distribution(th.zeros(1, 1)).distribution
-        cost = 1.0 - scipy.stats.norm.cdf((2.5 - float(distribution.mean[0, 0])) / float(distribution.stddev[0, 0]))
+    rollout, result, mean, std = _adapt_from_gaussian(model, 2.0)
+    cost = 1.0 - scipy.stats.norm.cdf((RareHazardEnv.threshold - mean) / std)
     assert result.recovery and result.backtrack_fraction > 0.0
     assert result.surrogate_cost[0] < rollout.episode_cost[0]
     assert cost < 1.0 - scipy.stats.norm.cdf(0.5)
