@@ -162,6 +162,47 @@ def test_bad_hyperparameters_name_the_parameter(kwargs, match):
 
 
 # ---------------------------------------------------------------------------------------------- CRPO rule
+def test_per_task_rule_steps_on_both_branches_at_once(monkeypatch):
+    """
+    crpo_rule="per_task": in a batch where one task violates (d = 1 on a cost every episode pays) and one does not
+    (d = 1e6), the feasible task is adapted and the violating one contributes its cost descent to the same TRPO
+    step: the surrogate holds the adapted task's advantages and minus the violating task's cost advantages (on
+    the meta-policy's own samples), each scaled to unit standard deviation. "any" takes the cost step instead.
+    """
+    env = make_env(wrapper_class=StartZoneCost)
+    model = SafeMetaDual("MlpPolicy", env, seed=0, **{**SMALL, "crpo_rule": "per_task"})
+    tasks = [dict(task, cost_limit=limit) for task, limit in zip(model.sample_tasks(2), (1.0, 1e6), strict=True)]
+    monkeypatch.setattr(model, "sample_tasks", lambda n_tasks, seed=None: tasks)
+    writer = recording(model)
+    captured: dict[str, Any] = {}
+    step = model._trust_region_step
+
+    def spy(surrogate, meta_rollouts):
+        captured["surrogate"], captured["meta_rollouts"] = surrogate, meta_rollouts
+        return step(surrogate, meta_rollouts)
+
+    monkeypatch.setattr(model, "_trust_region_step", spy)
+    model.learn(1)
+    record = writer.records[-1]
+    assert record["meta/cost_step"] == 0 and record["meta/violating_tasks"] == 1
+    sets = captured["surrogate"].sample_sets
+    assert len(sets) == 2  # the adapted feasible task, then the violating task's meta-policy rollout
+    for _, _, weights in sets:
+        assert float(weights.std(unbiased=False)) == pytest.approx(1.0, rel=1e-5)
+    violating_rollout = captured["meta_rollouts"][0]
+    cost_advantages = violating_rollout.cost_advantages[:, 0]
+    expected = -cost_advantages / cost_advantages.std()
+    np.testing.assert_allclose(sets[1][2].numpy(), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(sets[1][1].numpy(), violating_rollout.actions.reshape(sets[1][1].shape))
+    assert record["train/is_line_search_success"] == 1 and record["train/improvement"] > 0
+
+    model_any = SafeMetaDual("MlpPolicy", make_env(wrapper_class=StartZoneCost), seed=0, **{**SMALL, "crpo_rule": "any"})
+    monkeypatch.setattr(model_any, "sample_tasks", lambda n_tasks, seed=None: tasks)
+    writer_any = recording(model_any)
+    model_any.learn(1)
+    assert writer_any.records[-1]["meta/cost_step"] == 1
+
+
 def test_crpo_rule_takes_the_cost_step_when_the_meta_policy_violates(monkeypatch):
     """
     With a cost that no policy avoids (the start zone) and d = 1, every task violates: the iteration takes

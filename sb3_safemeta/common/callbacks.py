@@ -5,6 +5,7 @@ cost-aware evaluation callback (best model = best feasible model).
 
 from __future__ import annotations
 
+import inspect
 import pathlib
 import time
 from collections.abc import Callable
@@ -140,6 +141,15 @@ class StopTrainingOnMetaIterations(MetaIterationCallback):
 
     def _on_meta_iteration_end(self) -> bool:
         return int(getattr(self.model, "meta_iterations", 0)) < self.max_meta_iterations
+
+
+def _rollouts_only(model: Any) -> dict[str, Any]:
+    """
+    The ``meta_test`` argument that skips the independent evaluation episodes (SafeMetaDual runs 10 per explored
+    policy by default): these callbacks record the rollouts' estimates, the same protocol for every algorithm,
+    and the extra episodes would only cost time.
+    """
+    return {"n_eval_episodes": 0} if "n_eval_episodes" in inspect.signature(model.meta_test).parameters else {}
 
 
 @dataclass(frozen=True)
@@ -283,7 +293,7 @@ class CostEvalCallback(MetaIterationCallback):
         n_costs = int(getattr(self.model, "n_costs", 1))
         if self.is_meta_learner:
             report = self.model.meta_test(  # type: ignore[attr-defined]
-                n_tasks=self.n_eval_episodes, n_adapt_steps=1, seed=self.eval_seed
+                n_tasks=self.n_eval_episodes, n_adapt_steps=1, seed=self.eval_seed, **_rollouts_only(self.model)
             )
             limits = report.cost_limits if self.cost_limit is None else np.tile(self._limit(n_costs), (report.n_tasks, 1))
             return CostEvaluation(
@@ -432,7 +442,9 @@ class MetaValidationCallback(MetaIterationCallback):
 
     def _validate(self) -> ValidationPoint:
         start = time.perf_counter()
-        report = self.model.meta_test(tasks=self.tasks, n_adapt_steps=1, seed=self.seed)  # type: ignore[attr-defined]
+        report = self.model.meta_test(  # type: ignore[attr-defined]
+            tasks=self.tasks, n_adapt_steps=1, seed=self.seed, **_rollouts_only(self.model)
+        )
         rows = report.rows()
         point = ValidationPoint(
             meta_iterations=int(getattr(self.model, "meta_iterations", 0)),

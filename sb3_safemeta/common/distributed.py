@@ -558,7 +558,9 @@ def _report_row(report: Any, row: int) -> SimpleNamespace:
     """Row ``row`` of a meta-test report, as a 1-task report's arrays (None stays None)."""
     fields = ("returns", "costs", "eval_returns", "eval_costs", "eval_cost_bounds")
     return SimpleNamespace(
-        **{name: None if getattr(report, name) is None else getattr(report, name)[row : row + 1] for name in fields}
+        **{name: None if getattr(report, name) is None else getattr(report, name)[row : row + 1] for name in fields},
+        # the worker's evaluation time, shared evenly by its tasks (summed over workers by the caller)
+        eval_seconds=float(getattr(report, "eval_seconds", 0.0)) / report.returns.shape[0],
     )
 
 

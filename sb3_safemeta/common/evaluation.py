@@ -107,6 +107,9 @@ class MetaTestReport:
         pi_[k] at ``cost_confidence`` from those episodes (None: no episode cost range was given)
     :param n_eval_episodes: independent episodes per policy (0: none)
     :param cost_confidence: confidence level of ``eval_cost_bounds``
+    :param eval_seconds: time spent on those independent episodes (wall time in-process, summed over the workers
+        with ``n_workers``): part of the meta-test's time but not of the adaptation's; subtract it to time the
+        algorithm
     """
 
     returns: np.ndarray
@@ -119,6 +122,7 @@ class MetaTestReport:
     eval_cost_bounds: np.ndarray | None = None
     n_eval_episodes: int = 0
     cost_confidence: float | None = None
+    eval_seconds: float = 0.0
 
     @property
     def n_tasks(self) -> int:
@@ -241,6 +245,7 @@ class MetaTestReport:
             "tasks": self.tasks,
             "safe_fraction": self.safe_fraction,
             "n_eval_episodes": self.n_eval_episodes,
+            "eval_seconds": self.eval_seconds,
             "cost_confidence": self.cost_confidence,
         }
         for name in ("eval_returns", "eval_costs", "eval_cost_bounds"):
@@ -270,6 +275,7 @@ class MetaTestReport:
             eval_costs=optional("eval_costs"),
             eval_cost_bounds=optional("eval_cost_bounds"),
             n_eval_episodes=int(payload.get("n_eval_episodes", 0)),
+            eval_seconds=float(payload.get("eval_seconds", 0.0)),
             cost_confidence=payload.get("cost_confidence"),
         )
 

@@ -428,7 +428,7 @@ class OnPolicyMetaAlgorithm(TaskParallelMixin, OnPolicyCostAlgorithm):
             np.zeros((*shape, self.n_costs)),
             np.zeros((*shape, self.n_costs)),
         )
-        has_bounds = True
+        has_bounds, eval_seconds = True, 0.0
         limits = np.zeros((len(tasks), self.n_costs))
         worker_reports = self._meta_test_reports(tasks)  # None in-process; else one report per task, from the workers
         for index, task in enumerate(tasks):
@@ -438,6 +438,7 @@ class OnPolicyMetaAlgorithm(TaskParallelMixin, OnPolicyCostAlgorithm):
                 returns[index], costs[index] = row.returns[0], row.costs[0]
                 if evaluate is not None:
                     eval_returns[index], eval_costs[index] = row.eval_returns[0], row.eval_costs[0]
+                    eval_seconds += row.eval_seconds
                     has_bounds = has_bounds and row.eval_cost_bounds is not None
                     if row.eval_cost_bounds is not None:
                         eval_bounds[index] = row.eval_cost_bounds[0]
@@ -447,7 +448,9 @@ class OnPolicyMetaAlgorithm(TaskParallelMixin, OnPolicyCostAlgorithm):
                     for step, rollout in enumerate(adaptation_chain(task, limits[index].copy())):
                         returns[index, step], costs[index, step] = rollout.episode_return, rollout.episode_cost
                         if evaluate is not None:
+                            start = time.perf_counter()
                             eval_returns[index, step], eval_costs[index, step], bound = evaluate(task)
+                            eval_seconds += time.perf_counter() - start
                             has_bounds = has_bounds and bound is not None
                             if bound is not None:
                                 eval_bounds[index, step] = bound
@@ -459,6 +462,7 @@ class OnPolicyMetaAlgorithm(TaskParallelMixin, OnPolicyCostAlgorithm):
         report = MetaTestReport(returns, costs, limits, tasks=list(tasks), label=type(self).__name__)
         if evaluate is not None:
             report.eval_returns, report.eval_costs, report.n_eval_episodes = eval_returns, eval_costs, n_eval_episodes
+            report.eval_seconds = eval_seconds
             if has_bounds:
                 report.eval_cost_bounds, report.cost_confidence = eval_bounds, eval_confidence
         if save_path is not None:

@@ -36,6 +36,9 @@ class Budget:
     :param n_test_tasks: meta-test tasks
     :param n_adapt_steps: adaptation steps per meta-test task
     :param horizon: per family, the episode length (None: the scenario's registered horizon, the paper's)
+    :param n_eval_episodes: independent episodes of every policy explored at meta-test (besides its rollout), for
+        the algorithms whose ``meta_test`` runs them (SafeMetaDual): "within d" measured on episodes the step was
+        not fitted on; their time is not counted as meta-test time
     """
 
     name: str
@@ -47,6 +50,7 @@ class Budget:
     n_test_tasks: int
     n_adapt_steps: int
     horizon: dict[str, int | None]
+    n_eval_episodes: int = 20
 
     def __post_init__(self) -> None:
         if self.meta_iterations % self.eval_freq != 0:
@@ -114,5 +118,6 @@ BUDGETS: dict[str, Budget] = {
         n_test_tasks=2,
         n_adapt_steps=2,
         horizon={"locomotion": 50, "navigation": 50},
+        n_eval_episodes=2,
     ),
 }

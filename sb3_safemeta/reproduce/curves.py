@@ -41,6 +41,9 @@ COLUMNS = [
     "n_tasks",
     "return_meta",
     "max_cost_meta",
+    "eval_return",
+    "eval_max_cost",
+    "eval_violations",
     "complete",
 ]
 
@@ -85,6 +88,10 @@ def collect(out: str | pathlib.Path, budget: Budget, specs: Iterable[RunSpec]) -
                     "cost_limit": row["cost_limit"],
                     "violations": row["violations"],
                     "n_tasks": report.n_tasks,
+                    # the same policies measured on independent episodes (SafeMetaDual; empty for the others)
+                    "eval_return": row.get("eval_mean_return", ""),
+                    "eval_max_cost": row.get("eval_max_cost", ""),
+                    "eval_violations": row.get("eval_violations", ""),
                     "complete": complete,
                 }
             )
@@ -119,9 +126,9 @@ def summary_table(out: str | pathlib.Path, budget: Budget, specs: Iterable[RunSp
     for env_id in dict.fromkeys(key[0] for key in groups):
         lines += [
             f"\n**{env_id}** ({budget.name} budget; mean over seeds, seeds in brackets)\n",
-            "| algorithm | delta | return k=0 | k=1 | k=K | max cost (all k) | within d | s / meta-iteration"
-            " | s / meta-test step |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| algorithm | delta | return k=0 | k=1 | k=K | max cost (all k) | within d | within d, independent"
+            " episodes (max cost) | s / meta-iteration | s / meta-test step |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for (env, algorithm, delta), items in groups.items():
             if env != env_id:
@@ -131,8 +138,16 @@ def summary_table(out: str | pathlib.Path, budget: Budget, specs: Iterable[RunSp
             within = np.mean([report.safe_fraction for report, _ in items])
             per_iteration = np.mean([s["train_seconds"] / max(1, s["meta_iterations"]) for _, s in items])
             per_step = np.mean([s["test_seconds_per_step"] for _, s in items])
+            measured = [report for report, _ in items if report.eval_safe_fraction is not None]
+            independent = (
+                f"{np.mean([report.eval_safe_fraction for report in measured]):.0%}"
+                f" ({np.mean([float(report.eval_costs[..., 0].max()) for report in measured]):.1f};"  # type: ignore[index]
+                f" {measured[0].n_eval_episodes} episodes)"
+                if len(measured) == len(items)
+                else "not measured"
+            )
             lines.append(
                 f"| {algorithm} ({len(items)}) | {delta:g} | {returns[0]:.1f} | {returns[1]:.1f} | {returns[-1]:.1f} |"
-                f" {max_cost:.1f} | {within:.0%} | {per_iteration:.1f} | {per_step:.1f} |"
+                f" {max_cost:.1f} | {within:.0%} | {independent} | {per_iteration:.1f} | {per_step:.1f} |"
             )
     return "\n".join(lines) + "\n"

@@ -285,10 +285,14 @@ def _run_locked(spec: RunSpec, budget: Budget, directory: pathlib.Path, state: d
             validation._validate()
 
     start = time.perf_counter()
+    evaluation = {}
+    if "n_eval_episodes" in inspect.signature(model.meta_test).parameters:  # type: ignore[attr-defined]
+        evaluation["n_eval_episodes"] = budget.n_eval_episodes
     report = model.meta_test(  # type: ignore[attr-defined]
-        n_tasks=budget.n_test_tasks, n_adapt_steps=budget.n_adapt_steps, seed=TEST_TASK_SEED
+        n_tasks=budget.n_test_tasks, n_adapt_steps=budget.n_adapt_steps, seed=TEST_TASK_SEED, **evaluation
     )
-    test_seconds = time.perf_counter() - start
+    # the independent evaluation episodes measure the policies; they are not part of the algorithm's meta-test time
+    test_seconds = time.perf_counter() - start - report.eval_seconds
     report.label = spec.algorithm
     report.save(directory / "meta_test")
     final = read_state(directory) or {}
@@ -299,6 +303,8 @@ def _run_locked(spec: RunSpec, budget: Budget, directory: pathlib.Path, state: d
         test_seconds=test_seconds,
         test_seconds_per_step=test_seconds / max(1, budget.n_test_tasks * budget.n_adapt_steps),
         safe_fraction=report.safe_fraction,
+        eval_safe_fraction=report.eval_safe_fraction,
+        eval_seconds=report.eval_seconds,
         cpu_seconds=cpu_before + time.process_time() - cpu_start,
         env_steps=budget.env_steps(spec.env_id),
     )
@@ -309,7 +315,13 @@ def _run_locked(spec: RunSpec, budget: Budget, directory: pathlib.Path, state: d
         returns = report.returns.mean(axis=0)
         print(
             f"[{name}] done: meta-test return {returns[0]:.2f} -> {returns[-1]:.2f}, max cost"
-            f" {float(np.max(report.costs[..., 0])):.2f}, {report.safe_fraction:.0%} of explored policies within d;"
+            f" {float(np.max(report.costs[..., 0])):.2f}, {report.safe_fraction:.0%} of explored policies within d"
+            + (
+                ""
+                if report.eval_safe_fraction is None
+                else f" ({report.eval_safe_fraction:.0%} by {report.n_eval_episodes} independent episodes each)"
+            )
+            + ";"
             f" {final['train_seconds']:.0f} s meta-training, {test_seconds:.0f} s meta-test",
             flush=True,
         )

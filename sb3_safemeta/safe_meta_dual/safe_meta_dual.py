@@ -30,8 +30,14 @@ from sb3_safemeta.common.trust_region import ImportanceWeightedSurrogate, TrustR
 from sb3_safemeta.safe_meta_dual.meta_gradient import eq6_weights, penalised_advantages
 from sb3_safemeta.safe_meta_dual.policies import MlpPolicy
 
-CRPO_RULES = ("any", "mean")
+CRPO_RULES = ("any", "mean", "per_task")
 META_GRADIENTS = ("alg4", "eq6")
+
+
+def _unit_scale(weights: np.ndarray) -> np.ndarray:
+    """:return: ``weights`` divided by their standard deviation (unchanged if it is 0: a task with no signal)"""
+    scale = float(np.std(weights))
+    return weights / scale if scale > 0 else weights
 
 
 class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
@@ -47,7 +53,11 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
     of Algorithm 4 line 7, and phi takes a TRPO step (natural gradient by conjugate gradient, KL bound
     ``target_kl``, backtracking line search). Batch rule (``crpo_rule``): ``"any"`` (default, safety
     first) takes the cost step as soon as any task of the batch violates, on the mean cost of the
-    violating tasks; ``"mean"`` takes it only when the batch's mean cost violates the limit.
+    violating tasks; ``"mean"`` takes it only when the batch's mean cost violates the limit;
+    ``"per_task"`` lets every task take its own branch of Algorithm 2, as the paper's one-task iterations
+    do: one TRPO step on the sum of the meta-objective of the feasible tasks (lines 5-8) and the cost descent
+    of the violating ones (lines 10-12), each task's weights scaled to unit standard deviation so that
+    every task weighs the same (the batch mean of the single-task updates, up to the step's length).
 
     After training, :meth:`meta_test` adapts the meta-policy to unseen tasks with ``n_adapt_steps``
     SafeAdapter steps each and reports the return and the maximum cost of every explored policy.
@@ -76,7 +86,7 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
     :param gae_lambda: GAE lambda (``"gae"`` only)
     :param advantage_estimator: ``"mc"`` (default, Algorithms 3-4: Monte-Carlo returns and a per-task
         linear baseline, since one critic for all tasks cannot know which task it is in) or ``"gae"``
-    :param crpo_rule: ``"any"`` or ``"mean"`` (see above)
+    :param crpo_rule: ``"any"``, ``"mean"`` or ``"per_task"`` (see above)
     :param meta_gradient: ``"alg4"`` (default): Algorithm 4 line 7, E_{pi^tau}[grad_phi log pi_phi A^{pi^tau}];
         ``"eq6"``: the fuller eq. (6), which adds the eta^-1 grad_phi Qbar term (the change of pi_phi's
         penalised action values with phi), estimated from the same adapted rollouts by reweighting the samples
@@ -249,8 +259,11 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
         )
         # line 10: the worst violated channel of each violating task
         violating = [(meta_rollouts[i], int(np.argmax(excesses[i]))) for i in np.flatnonzero(np.any(excesses > 0, axis=1))]
-        take_cost_step = bool(violating) and (self.crpo_rule == "any" or bool(np.any(excesses.mean(axis=0) > 0)))
         feasible = [i for i in range(len(tasks)) if np.all(excesses[i] <= 0)]
+        if self.crpo_rule == "per_task":
+            take_cost_step = not feasible
+        else:
+            take_cost_step = bool(violating) and (self.crpo_rule == "any" or bool(np.any(excesses.mean(axis=0) > 0)))
 
         adapted_rollouts: list[RolloutData] = []
         self.adaptations = []  # u* and eta per adapted task, for the eq. (6) weights
@@ -264,7 +277,8 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
             adapted_rollouts = [rollout for _, rollout in adapted]
 
         if adapted_rollouts:
-            step = self._meta_step(adapted_rollouts, meta_rollouts)  # lines 7-8
+            # lines 7-8; with crpo_rule="per_task", lines 10-12 of the violating tasks in the same step
+            step = self._meta_step(adapted_rollouts, meta_rollouts, violating if self.crpo_rule == "per_task" else [])
         else:  # lines 10-12 (every task violates under crpo_rule="mean" too)
             step = self._cost_step(violating, meta_rollouts)
 
@@ -298,10 +312,19 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
         batch = rollout.to_batch(self.device)
         return batch.observations, batch.actions, th.as_tensor(weights, device=self.device)
 
-    def _meta_step(self, adapted_rollouts: list[RolloutData], meta_rollouts: list[RolloutData]) -> TrustRegionResult:
+    def _meta_step(
+        self,
+        adapted_rollouts: list[RolloutData],
+        meta_rollouts: list[RolloutData],
+        violating: list[tuple[RolloutData, int]] | None = None,
+    ) -> TrustRegionResult:
         """
         Algorithm 4 lines 7-8: TRPO ascent on mean_tau E_{pi^tau}[ratio_phi w], with w = A^{pi^tau}
         (``meta_gradient="alg4"``) or the eq. (6) weights (``"eq6"``, u* and eta of ``self.adaptations``).
+
+        :param violating: ``crpo_rule="per_task"``: the violating tasks (meta-policy rollout, worst channel), whose
+            cost descent (Algorithm 2 lines 10-12, w = -A_c on pi_phi's samples) joins the same step; every task's
+            weights are then divided by their standard deviation
         """
         if self.meta_gradient == "eq6":
             if len(self.adaptations) != len(adapted_rollouts):
@@ -313,6 +336,10 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
             weights = [self._eq6_weights(rollout, adaptation) for rollout, adaptation in pairs]
         else:
             weights = [rollout.advantages for rollout in adapted_rollouts]
+        if violating:
+            pairs = [(rollout, w) for rollout, w in zip(adapted_rollouts, weights, strict=True)]
+            pairs += [(rollout, -rollout.cost_advantages[:, channel]) for rollout, channel in violating]
+            adapted_rollouts, weights = [rollout for rollout, _ in pairs], [_unit_scale(w) for _, w in pairs]
         samples = [self._samples(rollout, w.astype(np.float32)) for rollout, w in zip(adapted_rollouts, weights, strict=True)]
         return self._trust_region_step(ImportanceWeightedSurrogate(self.policy, samples, sign=1.0), meta_rollouts)
 
