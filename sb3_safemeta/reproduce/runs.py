@@ -124,6 +124,8 @@ def algorithm_kwargs(spec: RunSpec, budget: Budget) -> dict[str, Any]:
     for key in BUDGET_KEYS:
         kwargs.pop(key, None)
     kwargs.update(n_steps=budget.n_steps(spec.env_id), meta_batch_size=budget.meta_batch_size, seed=spec.seed, device="cpu")
+    if budget.target_kl is not None:  # the same trust region for every algorithm (all four take target_kl)
+        kwargs["target_kl"] = budget.target_kl
     return kwargs
 
 
