@@ -142,3 +142,37 @@ def test_meta_learner_is_evaluated_after_one_adaptation_step_without_changing_tr
     without = MetaCRPO("MlpPolicy", make_env(), **small)
     without.learn(2 * steps)
     assert_same_parameters(with_callback, without)
+
+
+def test_evaluation_callbacks_skip_safe_meta_dual_independent_episodes(monkeypatch):
+    """
+    SafeMetaDual.meta_test runs 10 independent episodes per explored policy by default; the evaluation and
+    validation callbacks record the rollouts' estimates (the same protocol as the baselines, whose meta_test has
+    no such episodes), so they ask for none. The baselines' meta_test is called without the argument.
+    """
+    from sb3_safemeta.common.callbacks import MetaValidationCallback
+    from sb3_safemeta.safe_meta_dual import SafeMetaDual
+
+    calls: list[dict] = []
+    for model in (
+        SafeMetaDual("MlpPolicy", make_env(), cost_limit=10.0, meta_batch_size=2, n_steps=100, fit_steps=3, seed=0),
+        MetaCRPO("MlpPolicy", make_env(), cost_limit=10.0, meta_batch_size=2, n_steps=100, seed=0),
+    ):
+        model.set_logger(configure(None, []))
+        meta_test = model.meta_test
+
+        def spy(*args, _meta_test=meta_test, **kwargs):
+            calls.append(kwargs)
+            return _meta_test(*args, **kwargs)
+
+        monkeypatch.setattr(model, "meta_test", spy)
+        # the signature check reads the bound method's parameters; keep them visible through the spy
+        spy.__signature__ = __import__("inspect").signature(meta_test)  # type: ignore[attr-defined]
+        evaluation = CostEvalCallback(n_eval_episodes=1, eval_freq=1, verbose=0)
+        evaluation.init_callback(model)
+        report = evaluation.evaluate()
+        assert report.returns.shape == (1,)
+        validation = MetaValidationCallback(model.sample_tasks(1, seed=5), eval_freq=1)
+        validation.init_callback(model)
+        validation._validate()
+    assert [call.get("n_eval_episodes") for call in calls] == [0, 0, None, None]

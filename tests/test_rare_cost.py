@@ -190,6 +190,9 @@ def test_meta_test_report_carries_the_independent_evaluation(tmp_path):
     np.testing.assert_array_equal(loaded.eval_costs, eval_costs)
     np.testing.assert_array_equal(loaded.eval_cost_bounds, bounds)
     assert loaded.n_eval_episodes == 20 and loaded.certified_fraction == 0.5
+    report.eval_seconds = 3.5
+    report.save(tmp_path / "timed")
+    assert MetaTestReport.load(tmp_path / "timed").eval_seconds == 3.5
     assert "eval_max_cost" in (tmp_path / "report.csv").read_text().splitlines()[0]
     report.plot(tmp_path / "report.png")
 
@@ -292,9 +295,11 @@ def test_meta_test_measures_every_explored_policy_by_independent_episodes():
     assert report.eval_cost_bounds is not None and np.all(report.eval_cost_bounds >= report.eval_costs)
     assert report.n_eval_episodes == 6 and report.cost_confidence == 0.9
     assert "6 independent episodes each" in report.table()
+    assert report.eval_seconds > 0  # their time, which the reproduction subtracts from the meta-test's
     # the returns of the independent episodes are not the rollout's (other episodes of the same policy)
     assert not np.allclose(report.eval_returns, report.returns)
-    assert model.meta_test(n_tasks=1, n_adapt_steps=0, n_eval_episodes=0).eval_costs is None
+    rollouts_only = model.meta_test(n_tasks=1, n_adapt_steps=0, n_eval_episodes=0)
+    assert rollouts_only.eval_costs is None and rollouts_only.eval_seconds == 0.0
     with pytest.raises(ValueError, match="n_eval_episodes"):
         model.meta_test(n_tasks=1, n_adapt_steps=0, n_eval_episodes=-1)
 

@@ -15,7 +15,7 @@ from sb3_safemeta.common.hyperparams import load_hyperparams
 from sb3_safemeta.envs import SCENARIOS
 from sb3_safemeta.reproduce import BUDGETS, RunSpec, main
 from sb3_safemeta.reproduce import runs as runs_module
-from sb3_safemeta.reproduce.runs import algorithm_kwargs, read_curve, read_state, run, run_directory
+from sb3_safemeta.reproduce.runs import ALGORITHMS, algorithm_kwargs, make_env, read_curve, read_state, run, run_directory
 
 SMOKE = BUDGETS["smoke"]
 
@@ -113,6 +113,21 @@ def test_every_scenario_has_valid_hyperparams(env_id):
         if "cost_limit" in inspect.signature(cls).parameters:
             assert kwargs["cost_limit"] == entry["cost_limit"]
         assert kwargs["n_steps"] == SMOKE.n_steps(env_id) and kwargs["meta_batch_size"] == SMOKE.meta_batch_size
+
+
+@pytest.mark.parametrize("algorithm", ["SafeMetaDual", "MAMLCostPenalty", "MetaCPO", "MetaCRPO"])
+def test_budget_kl_bound_overrides_the_yml_for_every_algorithm(algorithm):
+    """The small budget's KL bound of the meta step (0.01) replaces the yml's (the paper's 1e-3) for every algorithm
+    whose meta step has a trust region, so that they are compared at the same one; the paper budget keeps the
+    yml's. MetaCRPO's meta update (running mean) has none, and gets no such argument."""
+    small = algorithm_kwargs(RunSpec(algorithm, "SafeMetaHalfCheetahVel-v0", 0), BUDGETS["small"])
+    paper = algorithm_kwargs(RunSpec(algorithm, "SafeMetaHalfCheetahVel-v0", 0), BUDGETS["paper"])
+    if algorithm == "MetaCRPO":
+        assert "target_kl" not in small and "target_kl" not in paper
+    else:
+        assert BUDGETS["small"].target_kl == small["target_kl"] == 0.01
+        assert BUDGETS["paper"].target_kl is None and paper["target_kl"] == 1e-3
+    ALGORITHMS[algorithm]("MlpPolicy", make_env("SafeMetaHalfCheetahVel-v0", SMOKE, 0), **small)  # accepted
 
 
 def test_budget_env_steps():

@@ -124,7 +124,9 @@ def algorithm_kwargs(spec: RunSpec, budget: Budget) -> dict[str, Any]:
     for key in BUDGET_KEYS:
         kwargs.pop(key, None)
     kwargs.update(n_steps=budget.n_steps(spec.env_id), meta_batch_size=budget.meta_batch_size, seed=spec.seed, device="cpu")
-    if budget.target_kl is not None:  # the same trust region for every algorithm (all four take target_kl)
+    if budget.target_kl is not None and "target_kl" in inspect.signature(ALGORITHMS[spec.algorithm]).parameters:
+        # the same trust region for the meta step of every algorithm that has one (MetaCRPO's meta update is the
+        # running mean of the adapted parameters: no trust region)
         kwargs["target_kl"] = budget.target_kl
     return kwargs
 
