@@ -72,6 +72,16 @@ def plot_curves(
                         steps, mean, color=color, label=f"{name} ({n_seeds} seed{'s' if n_seeds > 1 else ''})", marker="."
                     )
                     axis.fill_between(steps, low, high, color=color, alpha=0.15)
+                # the same policies' maximum cost on independent episodes (SafeMetaDual's meta-test): dotted
+                measured = [row for row in selected if phase == "meta-test" and row.get("eval_max_cost") not in ("", None)]
+                if measured and len(measured) == len(selected):
+                    by_step: dict[int, list[float]] = defaultdict(list)
+                    for row in measured:
+                        by_step[int(row["step"])].append(float(row["eval_max_cost"]))
+                    cost_axis.plot(
+                        steps, [np.mean(by_step[step]) for step in steps], color=color, linestyle=":",
+                        label=f"{name}, independent episodes",
+                    )  # fmt: skip
         for column, axis in enumerate(panels):
             axis.set_title(f"{env_id}\n{titles[column]}", fontsize="small")
             axis.set_xlabel("meta-iteration" if column < 2 else "adaptation step k")
