@@ -330,9 +330,9 @@ def run_one_iteration(meta_gradient: str) -> tuple[SafeMetaDual, dict[str, Any]]
     record: dict[str, Any] = {"weights": []}
     meta_step, samples = model._meta_step, model._samples
 
-    def spy_meta_step(adapted_rollouts, meta_rollouts):
+    def spy_meta_step(adapted_rollouts, meta_rollouts, violating=None):
         record["rollouts"], record["adaptations"] = adapted_rollouts, list(model.adaptations)
-        return meta_step(adapted_rollouts, meta_rollouts)
+        return meta_step(adapted_rollouts, meta_rollouts, violating)
 
     def spy_samples(rollout, weights):
         record["weights"].append(np.array(weights))

@@ -278,7 +278,10 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
 
         if adapted_rollouts:
             # lines 7-8; with crpo_rule="per_task", lines 10-12 of the violating tasks in the same step
-            step = self._meta_step(adapted_rollouts, meta_rollouts, violating if self.crpo_rule == "per_task" else [])
+            if self.crpo_rule == "per_task" and violating:
+                step = self._meta_step(adapted_rollouts, meta_rollouts, violating)
+            else:  # two arguments: subclasses that override _meta_step keep working
+                step = self._meta_step(adapted_rollouts, meta_rollouts)
         else:  # lines 10-12 (every task violates under crpo_rule="mean" too)
             step = self._cost_step(violating, meta_rollouts)
 
