@@ -141,7 +141,7 @@ def summary_table(out: str | pathlib.Path, budget: Budget, specs: Iterable[RunSp
             measured = [report for report, _ in items if report.eval_safe_fraction is not None]
             independent = (
                 f"{np.mean([report.eval_safe_fraction for report in measured]):.0%}"
-                f" ({np.mean([float(report.eval_costs[..., 0].max()) for report in measured]):.1f};"  # type: ignore[index]
+                f" ({np.mean([float(report.eval_costs[..., 0].max()) for report in measured]):.1f};"
                 f" {measured[0].n_eval_episodes} episodes)"
                 if len(measured) == len(items)
                 else "not measured"

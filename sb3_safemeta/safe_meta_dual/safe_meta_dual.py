@@ -340,9 +340,9 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
         else:
             weights = [rollout.advantages for rollout in adapted_rollouts]
         if violating:
-            pairs = [(rollout, w) for rollout, w in zip(adapted_rollouts, weights, strict=True)]
-            pairs += [(rollout, -rollout.cost_advantages[:, channel]) for rollout, channel in violating]
-            adapted_rollouts, weights = [rollout for rollout, _ in pairs], [_unit_scale(w) for _, w in pairs]
+            sets = list(zip(adapted_rollouts, weights, strict=True))
+            sets += [(rollout, -rollout.cost_advantages[:, channel]) for rollout, channel in violating]
+            adapted_rollouts, weights = [rollout for rollout, _ in sets], [_unit_scale(w) for _, w in sets]
         samples = [self._samples(rollout, w.astype(np.float32)) for rollout, w in zip(adapted_rollouts, weights, strict=True)]
         return self._trust_region_step(ImportanceWeightedSurrogate(self.policy, samples, sign=1.0), meta_rollouts)
 
