@@ -8,6 +8,7 @@ meta-learners are evaluated after one adaptation step, at the end of a meta-iter
 from __future__ import annotations
 
 import csv
+import inspect
 
 import gymnasium as gym
 import numpy as np
@@ -167,7 +168,7 @@ def test_evaluation_callbacks_skip_safe_meta_dual_independent_episodes(monkeypat
 
         monkeypatch.setattr(model, "meta_test", spy)
         # the signature check reads the bound method's parameters; keep them visible through the spy
-        spy.__signature__ = __import__("inspect").signature(meta_test)  # type: ignore[attr-defined]
+        spy.__signature__ = inspect.signature(meta_test)  # type: ignore[attr-defined]
         evaluation = CostEvalCallback(n_eval_episodes=1, eval_freq=1, verbose=0)
         evaluation.init_callback(model)
         report = evaluation.evaluate()

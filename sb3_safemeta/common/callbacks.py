@@ -5,7 +5,6 @@ cost-aware evaluation callback (best model = best feasible model).
 
 from __future__ import annotations
 
-import inspect
 import pathlib
 import time
 from collections.abc import Callable
@@ -16,7 +15,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_safemeta.common.evaluation import evaluate_policy_cost
+from sb3_safemeta.common.evaluation import evaluate_policy_cost, independent_episodes
 from sb3_safemeta.common.run_dir import atomic_path
 from sb3_safemeta.common.validation import check_int
 
@@ -141,15 +140,6 @@ class StopTrainingOnMetaIterations(MetaIterationCallback):
 
     def _on_meta_iteration_end(self) -> bool:
         return int(getattr(self.model, "meta_iterations", 0)) < self.max_meta_iterations
-
-
-def _rollouts_only(model: Any) -> dict[str, Any]:
-    """
-    The ``meta_test`` argument that skips the independent evaluation episodes (SafeMetaDual runs 10 per explored
-    policy by default): these callbacks record the rollouts' estimates, the same protocol for every algorithm,
-    and the extra episodes would only cost time.
-    """
-    return {"n_eval_episodes": 0} if "n_eval_episodes" in inspect.signature(model.meta_test).parameters else {}
 
 
 @dataclass(frozen=True)
@@ -293,7 +283,7 @@ class CostEvalCallback(MetaIterationCallback):
         n_costs = int(getattr(self.model, "n_costs", 1))
         if self.is_meta_learner:
             report = self.model.meta_test(  # type: ignore[attr-defined]
-                n_tasks=self.n_eval_episodes, n_adapt_steps=1, seed=self.eval_seed, **_rollouts_only(self.model)
+                n_tasks=self.n_eval_episodes, n_adapt_steps=1, seed=self.eval_seed, **independent_episodes(self.model, 0)
             )
             limits = report.cost_limits if self.cost_limit is None else np.tile(self._limit(n_costs), (report.n_tasks, 1))
             return CostEvaluation(
@@ -443,7 +433,7 @@ class MetaValidationCallback(MetaIterationCallback):
     def _validate(self) -> ValidationPoint:
         start = time.perf_counter()
         report = self.model.meta_test(  # type: ignore[attr-defined]
-            tasks=self.tasks, n_adapt_steps=1, seed=self.seed, **_rollouts_only(self.model)
+            tasks=self.tasks, n_adapt_steps=1, seed=self.seed, **independent_episodes(self.model, 0)
         )
         rows = report.rows()
         point = ValidationPoint(

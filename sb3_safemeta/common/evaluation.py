@@ -16,6 +16,7 @@ Evaluation with costs:
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import json
 import pathlib
@@ -88,6 +89,14 @@ def make_evaluation_env(env: VecEnv, seed: int) -> VecEnv:
         n_envs=min(env.num_envs, 4),
         seed=seed,
     )
+
+
+def independent_episodes(model: Any, n_eval_episodes: int) -> dict[str, Any]:
+    """
+    :return: the ``meta_test`` argument asking ``model`` for ``n_eval_episodes`` independent episodes per explored
+        policy, or nothing when its ``meta_test`` has no such parameter (the baselines report rollouts only)
+    """
+    return {"n_eval_episodes": n_eval_episodes} if "n_eval_episodes" in inspect.signature(model.meta_test).parameters else {}
 
 
 @dataclass

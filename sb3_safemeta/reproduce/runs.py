@@ -37,7 +37,7 @@ from stable_baselines3.common.logger import CSVOutputFormat, Logger
 import sb3_safemeta.envs  # noqa: F401  (registers the scenarios)
 from sb3_safemeta import MAMLCostPenalty, MetaCPO, MetaCRPO, SafeMetaDual
 from sb3_safemeta.common.callbacks import MetaValidationCallback, StopTrainingOnMetaIterations, ValidationPoint
-from sb3_safemeta.common.evaluation import MetaTestReport
+from sb3_safemeta.common.evaluation import MetaTestReport, independent_episodes
 from sb3_safemeta.common.hyperparams import load_hyperparams
 from sb3_safemeta.common.meta_algorithm import OnPolicyMetaAlgorithm
 from sb3_safemeta.common.run_dir import RunLock, RunLockedError, atomic_path, atomic_write_text, remove_stale_temporaries
@@ -289,11 +289,11 @@ def _run_locked(spec: RunSpec, budget: Budget, directory: pathlib.Path, state: d
             validation._validate()
 
     start = time.perf_counter()
-    evaluation = {}
-    if "n_eval_episodes" in inspect.signature(model.meta_test).parameters:  # type: ignore[attr-defined]
-        evaluation["n_eval_episodes"] = budget.n_eval_episodes
     report = model.meta_test(  # type: ignore[attr-defined]
-        n_tasks=budget.n_test_tasks, n_adapt_steps=budget.n_adapt_steps, seed=TEST_TASK_SEED, **evaluation
+        n_tasks=budget.n_test_tasks,
+        n_adapt_steps=budget.n_adapt_steps,
+        seed=TEST_TASK_SEED,
+        **independent_episodes(model, budget.n_eval_episodes),
     )
     # the independent evaluation episodes measure the policies; they are not part of the algorithm's meta-test time
     test_seconds = time.perf_counter() - start - report.eval_seconds
