@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import pathlib
+from collections import deque
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -19,6 +20,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.vec_env import VecEnv
 
+from sb3_safemeta.common.adaptation.confidence import pooled_spread_upper_bound
 from sb3_safemeta.common.adaptation.options import AdaptationOptions, SafeAdaptationMixin
 from sb3_safemeta.common.adaptation.parametric import ParametricAdaptResult, adapt_on_rollout
 from sb3_safemeta.common.distributed import Kept, parallel_meta_test
@@ -87,6 +89,13 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
     :param advantage_estimator: ``"mc"`` (default, Algorithms 3-4: Monte-Carlo returns and a per-task
         linear baseline, since one critic for all tasks cannot know which task it is in) or ``"gae"``
     :param crpo_rule: ``"any"``, ``"mean"`` or ``"per_task"`` (see above)
+    :param meta_cost_confidence: None (default): Algorithm 2 line 4 judges a task by the mean episode cost of the
+        meta-policy's rollout on it. A level 1 - alpha in (0, 1): by an upper confidence bound of that cost, the
+        task's mean plus z_(1 - alpha) s / sqrt(n), with s the spread of the meta-policy's episode costs pooled over
+        the tasks of the last ``meta_cost_window`` meta-iterations (for rare costs: a few episodes per task miss a
+        hazard that the pool has met; see :func:`~sb3_safemeta.common.adaptation.confidence.pooled_spread_upper_bound`
+        and docs/modules/safe_meta_dual.md, "Rare costs in meta-training")
+    :param meta_cost_window: meta-iterations whose meta-policy episodes form the pool of ``meta_cost_confidence``
     :param meta_gradient: ``"alg4"`` (default): Algorithm 4 line 7, E_{pi^tau}[grad_phi log pi_phi A^{pi^tau}];
         ``"eq6"``: the fuller eq. (6), which adds the eta^-1 grad_phi Qbar term (the change of pi_phi's
         penalised action values with phi), estimated from the same adapted rollouts by reweighting the samples
@@ -159,6 +168,8 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
         gae_lambda: float = 0.95,
         advantage_estimator: str = "mc",
         crpo_rule: str = "any",
+        meta_cost_confidence: float | None = None,
+        meta_cost_window: int = 10,
         meta_gradient: str = "alg4",
         dual_solver: str = "auto",
         beta: float = 1.0,
@@ -211,7 +222,18 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
         if meta_gradient not in META_GRADIENTS:
             raise ValueError(f"meta_gradient must be one of {META_GRADIENTS}, got {meta_gradient!r}")
         self._set_trust_region(target_kl, cg_max_steps, cg_damping, line_search_shrinking_factor, line_search_max_iter)
+        if meta_cost_confidence is not None and not (
+            isinstance(meta_cost_confidence, (int, float)) and 0.0 < meta_cost_confidence < 1.0
+        ):
+            raise ValueError(f"meta_cost_confidence must be None or in (0, 1), got {meta_cost_confidence!r}")
+        if isinstance(meta_cost_window, bool) or not isinstance(meta_cost_window, int) or meta_cost_window < 1:
+            raise ValueError(f"meta_cost_window must be an int >= 1, got {meta_cost_window!r}")
         self.crpo_rule = crpo_rule
+        self.meta_cost_confidence = meta_cost_confidence
+        self.meta_cost_window = meta_cost_window
+        # the meta-policy's episode costs of the last meta_cost_window meta-iterations (saved: a resumed run
+        # judges its tasks as the uninterrupted one does)
+        self.meta_cost_pool: deque[np.ndarray] = deque(maxlen=meta_cost_window)
         self.meta_gradient = meta_gradient
         self._set_adaptation_options(
             AdaptationOptions(
@@ -254,9 +276,8 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
         if meta_rollouts is None:
             return False
         limits = [task_cost_limit(task, self.cost_limit, self.n_costs) for task in tasks]
-        excesses = np.array(
-            [rollout.episode_cost - limit - self.delta_c for rollout, limit in zip(meta_rollouts, limits, strict=True)]
-        )
+        estimates = self._meta_policy_costs(meta_rollouts)
+        excesses = np.array([estimate - limit - self.delta_c for estimate, limit in zip(estimates, limits, strict=True)])
         # line 10: the worst violated channel of each violating task
         violating = [(meta_rollouts[i], int(np.argmax(excesses[i]))) for i in np.flatnonzero(np.any(excesses > 0, axis=1))]
         feasible = [i for i in range(len(tasks)) if np.all(excesses[i] <= 0)]
@@ -293,6 +314,26 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
             self.logger.record("meta/u_mean", float(np.mean([result.u for result in self.adaptations])))
         self._record_trust_region_step(step)
         return True
+
+    def _meta_policy_costs(self, meta_rollouts: list[RolloutData]) -> list[np.ndarray]:
+        """
+        Algorithm 2 line 4's Jc(pi_phi) per task: the rollout's mean episode cost, or with ``meta_cost_confidence``
+        its upper confidence bound with the spread of the pool (this iteration's episodes included).
+        """
+        if self.meta_cost_confidence is None:
+            return [rollout.episode_cost for rollout in meta_rollouts]
+        if self.meta_cost_pool.maxlen != self.meta_cost_window:  # meta_cost_window changed after construction
+            self.meta_cost_pool = deque(self.meta_cost_pool, maxlen=self.meta_cost_window)
+        self.meta_cost_pool.append(np.concatenate([rollout.episode_costs for rollout in meta_rollouts]))
+        pooled = np.concatenate(list(self.meta_cost_pool))
+        bounds = [
+            pooled_spread_upper_bound(rollout.episode_costs, pooled, self.meta_cost_confidence) for rollout in meta_rollouts
+        ]
+        self.logger.record(
+            "meta/cost_margin_mean", float(np.mean([b - r.episode_cost for b, r in zip(bounds, meta_rollouts, strict=True)]))
+        )
+        self.logger.record("meta/cost_pool_episodes", len(pooled))
+        return bounds
 
     # ------------------------------------------------------------------ task units (sb3_safemeta.common.distributed)
     def _unit_meta_rollout(self, task_index: int, task: Task, *, callback: BaseCallback) -> RolloutData | None:

@@ -32,7 +32,7 @@ import numpy as np
 
 from sb3_safemeta.common.validation import check_positive
 
-__all__ = ["COST_BOUNDS", "check_margin", "episode_cost_upper_bound", "min_episodes"]
+__all__ = ["COST_BOUNDS", "check_margin", "episode_cost_upper_bound", "min_episodes", "pooled_spread_upper_bound"]
 
 COST_BOUNDS = ("dkw", "hoeffding", "bootstrap")
 
@@ -128,3 +128,37 @@ def min_episodes(confidence: float, cost_range: float, cost_limit: float) -> int
     check_positive(cost_range, "cost_range")
     check_positive(cost_limit, "cost_limit")
     return max(1, math.ceil(math.log(1.0 / (1.0 - confidence)) * cost_range**2 / (2.0 * cost_limit**2)))
+
+
+def pooled_spread_upper_bound(episode_costs: np.ndarray, pooled_costs: np.ndarray, confidence: float) -> np.ndarray:
+    """
+    Upper confidence bound of the expected episode cost of one task from its own few episodes, with the spread
+    taken from a larger pool of episodes of the same policy on other tasks (meta-training's check of
+    Algorithm 2 line 4 on rare costs: two episodes per task estimate neither the mean nor the spread, the pool of
+    the meta-policy's episodes over a window of meta-iterations does estimate the spread):
+
+        U = mean(episode_costs) + z_confidence * s_pool / sqrt(n),
+
+    z the standard normal quantile, s_pool the sample standard deviation of ``pooled_costs`` (ddof 1; 0 with
+    fewer than two pooled episodes). A normal-approximation bound, not a distribution-free one: it holds at the
+    stated level when the task's episodes share the pool's spread and their mean is near normal; it is the
+    margin that a few episodes cannot give, at the size the pool says the hazard has.
+
+    :param episode_costs: the task's episode costs, (n,) or (n, p), n >= 1
+    :param pooled_costs: the pool's episode costs, (N,) or (N, p)
+    :param confidence: 1 - alpha, in (0, 1)
+    :return: the bound per channel, (p,)
+    """
+    from scipy.stats import norm
+
+    confidence = _check_confidence(confidence)
+    costs = np.asarray(episode_costs, dtype=np.float64)
+    costs = costs.reshape(len(costs), -1) if costs.ndim != 2 else costs
+    if len(costs) == 0:
+        raise ValueError("episode_costs is empty: the bound needs at least one complete episode")
+    pool = np.asarray(pooled_costs, dtype=np.float64)
+    pool = pool.reshape(len(pool), -1) if pool.ndim != 2 else pool
+    if len(pool) >= 2 and pool.shape[1] != costs.shape[1]:
+        raise ValueError(f"pooled_costs has {pool.shape[1]} cost channels, episode_costs has {costs.shape[1]}")
+    spread = pool.std(axis=0, ddof=1) if len(pool) >= 2 else np.zeros(costs.shape[1])
+    return costs.mean(axis=0) + float(norm.ppf(confidence)) * spread / math.sqrt(len(costs))
