@@ -108,8 +108,12 @@ def test_discrete_actions_meta_iteration_and_save_load(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- resume / determinism
-@pytest.mark.parametrize("advantage_estimator", ["mc", "gae"])
-def test_resume_from_checkpoint_is_bit_identical(tmp_path, advantage_estimator):
+@pytest.mark.parametrize(
+    "advantage_estimator, extra",
+    [("mc", {}), ("gae", {}), ("mc", {"meta_cost_confidence": 0.9, "meta_cost_window": 2})],
+    ids=["mc", "gae", "mc-pooled-margin"],
+)
+def test_resume_from_checkpoint_is_bit_identical(tmp_path, advantage_estimator, extra):
     """
     An interrupted run resumed from its checkpoint ends where the uninterrupted run ends. SB3 semantics:
     ``learn(n, reset_num_timesteps=False)`` trains n MORE steps, so the remainder is ``total - num_timesteps``.
@@ -117,7 +121,7 @@ def test_resume_from_checkpoint_is_bit_identical(tmp_path, advantage_estimator):
     torch generator and the env resets are not in the zip, and ``load`` re-seeds them from ``seed``).
     """
     total = 3 * STEPS_PER_ITERATION
-    kwargs = dict(SMALL, advantage_estimator=advantage_estimator)
+    kwargs = dict(SMALL, advantage_estimator=advantage_estimator, **extra)
     uninterrupted = SafeMetaDual("MlpPolicy", make_env(), seed=1, **kwargs)
     uninterrupted_log = recording(uninterrupted)
     uninterrupted.learn(total)
@@ -135,6 +139,9 @@ def test_resume_from_checkpoint_is_bit_identical(tmp_path, advantage_estimator):
     assert resumed.meta_iterations == uninterrupted.meta_iterations
     assert resumed.num_timesteps == uninterrupted.num_timesteps
     assert_same_parameters(uninterrupted, resumed)  # critics included (trained with "gae")
+    assert len(resumed.meta_cost_pool) == len(uninterrupted.meta_cost_pool) == (2 if extra else 0)
+    for kept, expected in zip(resumed.meta_cost_pool, uninterrupted.meta_cost_pool, strict=True):
+        np.testing.assert_array_equal(kept, expected)
     # the resumed iterations log what the uninterrupted run logged for them
     tail = uninterrupted_log.records[-len(resumed_log.records) :]
     for expected, actual in zip(tail, resumed_log.records, strict=True):
@@ -154,6 +161,8 @@ def test_resume_from_checkpoint_is_bit_identical(tmp_path, advantage_estimator):
         (dict(crpo_rule="all"), "crpo_rule"),
         (dict(fit_scope="layer"), "fit_scope"),
         (dict(target_kl=0.0), "target_kl"),
+        (dict(meta_cost_confidence=1.0), "meta_cost_confidence"),
+        (dict(meta_cost_window=0), "meta_cost_window"),
     ],
 )
 def test_bad_hyperparameters_name_the_parameter(kwargs, match):
@@ -249,6 +258,44 @@ def test_crpo_rule_takes_the_cost_step_when_the_meta_policy_violates(monkeypatch
     before, after = surrogate(old_policy), surrogate(model.policy)
     assert after < before
     np.testing.assert_allclose(before - after, record["train/improvement"], rtol=1e-3, atol=1e-7)
+
+
+def test_pooled_margin_judges_a_task_without_cost_by_the_pool(monkeypatch):
+    """
+    meta_cost_confidence: a task whose own rollout is far below d (d = 1e6) counts as violating when the pool of
+    the meta-policy's earlier episodes met a hazard whose spread makes the upper bound exceed d (an episode of
+    cost 1e8 among zeros: the bound adds z_0.9 s / sqrt(n)). Every task then takes the cost step; without the
+    margin the same iteration takes the meta step (test_no_violation_takes_the_meta_step). The logged margin is
+    the bound minus the rollout's mean, z s / sqrt(n) with s the pool's spread, this iteration's episodes included.
+    """
+    from statistics import NormalDist
+
+    model = SafeMetaDual(
+        "MlpPolicy", make_env(wrapper_class=StartZoneCost), seed=0,
+        **{**SMALL, "cost_limit": 1e6, "meta_cost_confidence": 0.9, "meta_cost_window": 3},
+    )  # fmt: skip
+    earlier = np.array([[0.0], [1e8], [0.0], [0.0]])
+    model.meta_cost_pool.append(earlier)
+    writer = recording(model)
+    captured: dict[str, Any] = {}
+    cost_step = model._cost_step
+
+    def spy(violating, meta_rollouts):
+        captured["meta_rollouts"] = meta_rollouts
+        return cost_step(violating, meta_rollouts)
+
+    monkeypatch.setattr(model, "_cost_step", spy)
+    model.learn(1)
+    record = writer.records[-1]
+    assert record["meta/cost_step"] == 1 and record["meta/violating_tasks"] == SMALL["meta_batch_size"]
+    assert record["meta/meta_policy_cost_max"] < 1e6  # the tasks' own means are feasible
+    rollouts = captured["meta_rollouts"]
+    pooled = np.concatenate([earlier, *[rollout.episode_costs for rollout in rollouts]])
+    z = NormalDist().inv_cdf(0.9)
+    margins = [z * pooled.std(ddof=1) / np.sqrt(rollout.n_episodes) for rollout in rollouts]
+    assert record["meta/cost_margin_mean"] == pytest.approx(np.mean(margins), rel=1e-9)
+    assert record["meta/cost_pool_episodes"] == len(pooled)
+    assert len(model.meta_cost_pool) == 2  # the window keeps the earlier iteration and this one
 
 
 def test_no_violation_takes_the_meta_step():

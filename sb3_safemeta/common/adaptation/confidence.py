@@ -153,11 +153,11 @@ def pooled_spread_upper_bound(episode_costs: np.ndarray, pooled_costs: np.ndarra
 
     confidence = _check_confidence(confidence)
     costs = np.asarray(episode_costs, dtype=np.float64)
-    costs = costs.reshape(len(costs), -1) if costs.ndim != 2 else costs
     if len(costs) == 0:
         raise ValueError("episode_costs is empty: the bound needs at least one complete episode")
+    costs = costs.reshape(len(costs), -1) if costs.ndim != 2 else costs
     pool = np.asarray(pooled_costs, dtype=np.float64)
-    pool = pool.reshape(len(pool), -1) if pool.ndim != 2 else pool
+    pool = pool.reshape(len(pool), costs.shape[1] if pool.size == 0 else -1) if pool.ndim != 2 else pool
     if len(pool) >= 2 and pool.shape[1] != costs.shape[1]:
         raise ValueError(f"pooled_costs has {pool.shape[1]} cost channels, episode_costs has {costs.shape[1]}")
     spread = pool.std(axis=0, ddof=1) if len(pool) >= 2 else np.zeros(costs.shape[1])
