@@ -43,7 +43,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/small_budget_settings")
     parser.add_argument("--train-cost-limit", type=float, default=None)
-    parser.add_argument("--overrides", nargs="*", default=[], help="key=value constructor arguments")
+    parser.add_argument(
+        "--overrides", nargs="*", default=[], help="key=value constructor arguments (key.entry=value: one entry of a dict)"
+    )
     parser.add_argument("--tasks", type=int, default=10)
     parser.add_argument("--adapt-steps", type=int, default=5)
     parser.add_argument("--eval-episodes", type=int, default=20)
@@ -53,7 +55,12 @@ def main(argv: list[str] | None = None) -> None:
     kwargs = algorithm_kwargs(RunSpec("SafeMetaDual", args.env, args.seed), budget)
     # the budget's KL bound is applied by algorithm_kwargs; an override replaces it
     test_limit = kwargs["cost_limit"]
-    kwargs.update({key: parse_value(value) for key, value in (item.split("=", 1) for item in args.overrides)})
+    for key, value in (item.split("=", 1) for item in args.overrides):
+        if "." in key:  # policy_kwargs.log_std_init=-1: one entry of a dict-valued argument
+            outer, inner = key.split(".", 1)
+            kwargs[outer] = {**kwargs.get(outer, {}), inner: parse_value(value)}
+        else:
+            kwargs[key] = parse_value(value)
     if args.train_cost_limit is not None:
         kwargs["cost_limit"] = args.train_cost_limit
     env = make_env(args.env, budget, args.seed)
