@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import pathlib
-from collections import deque
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -29,6 +28,7 @@ from sb3_safemeta.common.meta_algorithm import OnPolicyMetaAlgorithm
 from sb3_safemeta.common.rollout_data import RolloutData
 from sb3_safemeta.common.tasks import Task, task_cost_limit
 from sb3_safemeta.common.trust_region import ImportanceWeightedSurrogate, TrustRegionResult
+from sb3_safemeta.common.validation import check_in_range, check_int
 from sb3_safemeta.safe_meta_dual.meta_gradient import eq6_weights, penalised_advantages
 from sb3_safemeta.safe_meta_dual.policies import MlpPolicy
 
@@ -222,18 +222,14 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
         if meta_gradient not in META_GRADIENTS:
             raise ValueError(f"meta_gradient must be one of {META_GRADIENTS}, got {meta_gradient!r}")
         self._set_trust_region(target_kl, cg_max_steps, cg_damping, line_search_shrinking_factor, line_search_max_iter)
-        if meta_cost_confidence is not None and not (
-            isinstance(meta_cost_confidence, (int, float)) and 0.0 < meta_cost_confidence < 1.0
-        ):
-            raise ValueError(f"meta_cost_confidence must be None or in (0, 1), got {meta_cost_confidence!r}")
-        if isinstance(meta_cost_window, bool) or not isinstance(meta_cost_window, int) or meta_cost_window < 1:
-            raise ValueError(f"meta_cost_window must be an int >= 1, got {meta_cost_window!r}")
+        if meta_cost_confidence is not None:
+            meta_cost_confidence = check_in_range(meta_cost_confidence, "meta_cost_confidence", 0.0, 1.0, True, True)
         self.crpo_rule = crpo_rule
         self.meta_cost_confidence = meta_cost_confidence
-        self.meta_cost_window = meta_cost_window
-        # the meta-policy's episode costs of the last meta_cost_window meta-iterations (saved: a resumed run
-        # judges its tasks as the uninterrupted one does)
-        self.meta_cost_pool: deque[np.ndarray] = deque(maxlen=meta_cost_window)
+        self.meta_cost_window = check_int(meta_cost_window, "meta_cost_window")
+        # the meta-policy's episode costs of the last meta_cost_window meta-iterations, one array per iteration
+        # (saved: a resumed run judges its tasks as the uninterrupted one does)
+        self.meta_cost_pool: list[np.ndarray] = []
         self.meta_gradient = meta_gradient
         self._set_adaptation_options(
             AdaptationOptions(
@@ -322,10 +318,9 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
         """
         if self.meta_cost_confidence is None:
             return [rollout.episode_cost for rollout in meta_rollouts]
-        if self.meta_cost_pool.maxlen != self.meta_cost_window:  # meta_cost_window changed after construction
-            self.meta_cost_pool = deque(self.meta_cost_pool, maxlen=self.meta_cost_window)
-        self.meta_cost_pool.append(np.concatenate([rollout.episode_costs for rollout in meta_rollouts]))
-        pooled = np.concatenate(list(self.meta_cost_pool))
+        this_iteration = np.concatenate([rollout.episode_costs for rollout in meta_rollouts])
+        self.meta_cost_pool = [*self.meta_cost_pool, this_iteration][-self.meta_cost_window :]
+        pooled = np.concatenate(self.meta_cost_pool)
         bounds = [
             pooled_spread_upper_bound(rollout.episode_costs, pooled, self.meta_cost_confidence) for rollout in meta_rollouts
         ]

@@ -27,6 +27,7 @@ move on a guess.
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 import numpy as np
 
@@ -149,16 +150,15 @@ def pooled_spread_upper_bound(episode_costs: np.ndarray, pooled_costs: np.ndarra
     :param confidence: 1 - alpha, in (0, 1)
     :return: the bound per channel, (p,)
     """
-    from scipy.stats import norm
-
     confidence = _check_confidence(confidence)
     costs = np.asarray(episode_costs, dtype=np.float64)
     if len(costs) == 0:
         raise ValueError("episode_costs is empty: the bound needs at least one complete episode")
-    costs = costs.reshape(len(costs), -1) if costs.ndim != 2 else costs
+    costs = costs[:, None] if costs.ndim == 1 else costs
     pool = np.asarray(pooled_costs, dtype=np.float64)
-    pool = pool.reshape(len(pool), costs.shape[1] if pool.size == 0 else -1) if pool.ndim != 2 else pool
-    if len(pool) >= 2 and pool.shape[1] != costs.shape[1]:
+    pool = pool[:, None] if pool.ndim == 1 else pool
+    if len(pool) < 2:  # no spread to pool yet
+        return costs.mean(axis=0)
+    if pool.shape[1] != costs.shape[1]:
         raise ValueError(f"pooled_costs has {pool.shape[1]} cost channels, episode_costs has {costs.shape[1]}")
-    spread = pool.std(axis=0, ddof=1) if len(pool) >= 2 else np.zeros(costs.shape[1])
-    return costs.mean(axis=0) + float(norm.ppf(confidence)) * spread / math.sqrt(len(costs))
+    return costs.mean(axis=0) + NormalDist().inv_cdf(confidence) * pool.std(axis=0, ddof=1) / math.sqrt(len(costs))
