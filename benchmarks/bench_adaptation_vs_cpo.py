@@ -11,8 +11,9 @@ Usage::
 
 Each round, per env: collect one rollout (``n_envs x n_steps``) with the current policy (the SafeAdapter's; MetaCPO's
 policy gets the same weights, so both adapt the same policy on the same data), then time, from that same policy:
-A^s with ``fit_scope="actor"`` (whole actor fitted by L-BFGS, the default), A^s with ``fit_scope="head"`` (closed-form
-last layer), and the CPO step (KL radius ``inner_kl`` 0.01). Two cost limits: ``scenario`` (the family's d; an untrained
+A^s with ``fit_scope="actor"`` (whole actor fitted by L-BFGS at every dual iteration), A^s with ``fit_scope="head"``
+(closed-form last layer), A^s with ``fit_scope="hybrid"`` (dual on head fits, one whole-actor fit at its u*), and the
+CPO step (KL radius ``inner_kl`` 0.01). Two cost limits: ``scenario`` (the family's d; an untrained
 policy often violates it, so both take their recovery step) and ``active`` (d halfway between the rollout's cost and
 the cost of the unconstrained A^s step, so that A^s runs its full dual solve: its worst case). The policy then keeps
 A^s's actor step (a chain, as at meta-test). Reported: median seconds per step and ratios to CPO's; rollout collection
@@ -32,6 +33,9 @@ from stable_baselines3.common.env_util import make_vec_env
 import sb3_safemeta.envs  # noqa: F401
 from sb3_safemeta import MetaCPO, SafeAdapter
 from sb3_safemeta.common.hyperparams import load_hyperparams
+
+# A^s fit scopes timed against the CPO step (see AdaptationOptions.fit_scope)
+SCOPES = ("head", "hybrid", "actor")
 
 
 def parse_args() -> argparse.Namespace:
@@ -80,7 +84,7 @@ def main() -> None:
             active_d = rollout.episode_cost + 0.5 * np.maximum(free - rollout.episode_cost, 0.0)
             line = [f"round {round_index}: cost {rollout.episode_cost[0]:.1f}, collect {collect:.2f} s"]
             for mode, limit in (("scenario", scenario_d), ("active", active_d)):
-                for scope in ("head", "actor"):
+                for scope in SCOPES:
                     adapter.policy.load_state_dict(state)
                     adapter.cost_limit, adapter.fit_scope = limit, scope
                     adapter.dual_multipliers = np.zeros(adapter.n_costs)
@@ -103,10 +107,10 @@ def main() -> None:
         print(f"\n{env_id}: {args.n_envs} x {args.n_steps} steps per adaptation step, {args.repeats} rounds (median seconds)")
         for mode in ("scenario", "active"):
             cpo_median = statistics.median(times[f"CPO, d {mode}"])
-            for scope in ("head", "actor"):
+            for scope in SCOPES:
                 median = statistics.median(times[f"A^s {scope}, d {mode}"])
                 print(
-                    f"  d {mode:>8}: A^s {scope:>5} {median:6.2f} s, CPO {cpo_median:6.2f} s, ratio {median / cpo_median:5.2f}"
+                    f"  d {mode:>8}: A^s {scope:>6} {median:6.2f} s, CPO {cpo_median:6.2f} s, ratio {median / cpo_median:5.2f}"
                 )
         print(f"  rollout collection {statistics.median(times['collect']):.2f} s")
 

@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 import scipy.optimize
 import torch as th
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from stable_baselines3.common.policies import ActorCriticPolicy
 from tabular_helpers import exact_batch, tabular_policy
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from sb3_safemeta.common.adaptation.batch import AdaptationBatch
 from sb3_safemeta.common.adaptation.dual import AdaptationParams
@@ -57,7 +60,7 @@ def adapt_exact_batch(seed: int, dual_solver: str = "auto", fit_scope: str = "ac
 
 
 # seed 33 (p = 2): PGD with beta = 0.5 is unstable near u* (the dual Hessian has an eigenvalue 4.1 > 2 / beta)
-@pytest.mark.parametrize("fit_scope", ["actor", "head"])
+@pytest.mark.parametrize("fit_scope", ["actor", "head", "hybrid"])
 @pytest.mark.parametrize("seed", [*range(8), 33])
 def test_parametric_matches_exact(seed, fit_scope):
     """
@@ -65,7 +68,8 @@ def test_parametric_matches_exact(seed, fit_scope):
     probability at worst (median 1e-6 over 100 instances); u* is then within 1% (it is the root of a
     slack whose slope is small when the constraint is nearly inactive) and g within 1e-4 relative.
     With one-hot observations and no hidden layer the head is the whole actor, so ``fit_scope="head"``
-    (L-BFGS on the cached latent features for a categorical policy) must land on the same closed form.
+    (L-BFGS on the cached latent features for a categorical policy) and ``"hybrid"`` (dual on head fits, one
+    actor fit at its u*) must land on the same closed form.
     """
     exact, result, policy = adapt_exact_batch(seed, fit_scope=fit_scope)
     assert np.max(np.abs(probabilities(policy, 5) - exact.policy)) <= 5e-4
@@ -258,3 +262,62 @@ def test_unknown_fit_scope_is_rejected():
         parametric_safe_adapt(
             policy, list(policy.parameters()), exact_batch(cmdp, reference), start_cost, params, 10.0, fit_scope="body"
         )
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 10_000), limit=st.floats(0.5, 1.5))  # Jc(pi_phi) = 0.5: a feasible start
+def test_hybrid_scope_is_one_actor_fit_at_the_heads_multiplier(seed, limit):
+    """
+    ``fit_scope="hybrid"``: the dual (4) runs on head fits, then every actor parameter is fitted ONCE, from phi, at the
+    head's u*, and the step is backtracked on the whole actor's own surrogate. Oracles: the accepted parameters equal
+    phi + alpha (fit from phi at u*, by the actor) - the same fit recomputed here - and the surrogate constraint,
+    recomputed here from the two distributions, holds at them.
+    """
+    policy, observations, actions, _ = gaussian_head_problem(seed % 7)
+    th.manual_seed(seed)
+    n = len(actions)
+    cost_advantages = (actions[:, :1] - observations[:, :1]) * 0.5
+    batch = AdaptationBatch(
+        observations,
+        actions,
+        advantages=actions.sum(dim=1) - actions.sum(dim=1).mean() + 0.1 * th.randn(n),
+        cost_advantages=cost_advantages - cost_advantages.mean(),
+        weights=th.full((n,), 1.0 / n),
+    )
+    parameters = list(policy.parameters())
+    phi = parameters_to_vector(parameters).detach().clone()
+    with th.no_grad():
+        old = policy.get_distribution(observations).distribution
+        old = th.distributions.Normal(old.mean.clone(), old.stddev.clone())
+    params = AdaptationParams.create(1.0, 1.0, limit, 0.0, 0.9, 1)
+    actor_fits = []
+    original_fit = _Surrogate.fit
+
+    def counting_fit(self, penalty, eta, max_iter):
+        actor_fits.append(self.latent is None)
+        return original_fit(self, penalty, eta, max_iter)
+
+    _Surrogate.fit = counting_fit
+    try:
+        result = parametric_safe_adapt(
+            policy, parameters, batch, np.array([0.5]), params, horizon=10.0, fit_steps=5, fit_scope="hybrid"
+        )
+    finally:
+        _Surrogate.fit = original_fit
+    assert not result.recovery
+    assert sum(actor_fits) == 1 and len(actor_fits) == result.n_dual_iterations + 1
+    adapted = parameters_to_vector(parameters).detach().clone()
+
+    vector_to_parameters(phi.clone(), parameters)
+    _Surrogate(policy, parameters, batch, 10.0).fit(result.u, result.eta, 5)
+    theta = parameters_to_vector(parameters).detach().clone()
+    th.testing.assert_close(adapted, phi + result.backtrack_fraction * (theta - phi), rtol=1e-5, atol=1e-6)
+
+    vector_to_parameters(adapted, parameters)
+    with th.no_grad():
+        new = policy.get_distribution(observations).distribution
+        ratio = th.exp(new.log_prob(actions).sum(dim=1) - old.log_prob(actions).sum(dim=1))
+        kl = th.distributions.kl_divergence(new, old).sum(dim=1).mean()
+        g = 0.5 + 10.0 * float((ratio * batch.cost_advantages[:, 0]).mean()) + float(kl)
+    assert g <= limit + 1e-3 * max(1.0, limit)
+    assert g == pytest.approx(result.surrogate_cost[0], rel=1e-4, abs=1e-5)

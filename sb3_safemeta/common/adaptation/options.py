@@ -22,7 +22,7 @@ from sb3_safemeta.common.validation import as_cost_vector, check_positive
 
 __all__ = ["FIT_SCOPES", "LAMBDA_C_RULES", "AdaptationOptions", "SafeAdaptationMixin"]
 
-FIT_SCOPES = ("actor", "head")
+FIT_SCOPES = ("actor", "head", "hybrid")
 LAMBDA_C_RULES = (None, "prop4")
 
 
@@ -39,7 +39,8 @@ class AdaptationOptions:
     :param beta: PGD step size; used by ``"pgd"`` only
     :param n_dual_steps: maximum dual iterations per step (each is one fit of pi^u)
     :param fit_steps: L-BFGS iterations per fit of pi^u
-    :param fit_scope: ``"actor"`` (all actor parameters, Appendix E.2) or ``"head"`` (its last layer)
+    :param fit_scope: ``"actor"`` (all actor parameters, Appendix E.2), ``"head"`` (its last layer) or ``"hybrid"``
+        (the dual solved on head fits, the step one fit of all actor parameters at that u*)
     :param backtrack_steps: feasibility backtracking steps after the dual solve (0 disables)
     :param dual_tol: relative tolerance of the dual solve on the active constraints
     :param normalize_advantage: divide the reward advantages by their standard deviation (lambda is then

@@ -244,9 +244,11 @@ def parametric_safe_adapt(
         within ``dual_tol * max(1, |d + delta|)`` of their bound (the default 1e-3 is far below the
         sampling error of a cost estimate, and the surrogate of a network fit already varies by about
         1e-2 relative between nearby u). The exact tabular comparisons use 1e-6.
-    :param fit_scope: what represents pi^u: ``"actor"`` (every actor parameter, Appendix E.2) or ``"head"`` (the last
+    :param fit_scope: what represents pi^u: ``"actor"`` (every actor parameter, Appendix E.2), ``"head"`` (the last
         layer only, on the actor's current features: a closed form for Gaussian policies, milliseconds per fit;
-        see :mod:`sb3_safemeta.common.adaptation.head_fit`)
+        see :mod:`sb3_safemeta.common.adaptation.head_fit`) or ``"hybrid"`` (the dual solved on head fits, then
+        one fit of every actor parameter at that u*, checked and backtracked on its own surrogate: one network
+        fit per step instead of one per dual iteration)
     :param start_cost_estimate: the point estimate of Jc(pi_phi) when ``start_cost`` is an upper confidence
         bound of it (the statistical margin): where the bound violates d + delta, a violating estimate calls for
         a recovery step and an estimate within d + delta holds pi_phi (no step can be certified). None: the
@@ -258,7 +260,11 @@ def parametric_safe_adapt(
     if abs(params.gamma - (1.0 - 1.0 / horizon)) > 1e-9:
         raise ValueError(f"params.gamma must be 1 - 1/horizon = {1.0 - 1.0 / horizon}, got {params.gamma}")
     start_cost = np.asarray(start_cost, dtype=np.float64)
-    surrogate = _Surrogate(policy, actor_parameters, batch, horizon, fit_scope)
+    # "hybrid": the dual is solved on head fits (milliseconds each), the accepted policy is one whole-actor fit at
+    # that u*, judged (and backtracked) on the whole actor's surrogate like any other step
+    hybrid = fit_scope == "hybrid"
+    surrogate = _Surrogate(policy, actor_parameters, batch, horizon, "actor" if hybrid else fit_scope)
+    dual_surrogate = _Surrogate(policy, actor_parameters, batch, horizon, "head") if hybrid else surrogate
     phi = parameters_to_vector(actor_parameters).detach().clone()
     n_costs = params.n_costs
     bound = params.cost_limit + params.delta_c
@@ -289,7 +295,9 @@ def parametric_safe_adapt(
         recovery_batch = AdaptationBatch(
             batch.observations, batch.actions, th.zeros_like(batch.advantages), batch.cost_advantages, batch.weights
         )
-        _Surrogate(policy, actor_parameters, recovery_batch, horizon, fit_scope).fit(weights.cpu().numpy(), 1.0, fit_steps)
+        recovery_scope = "actor" if hybrid else fit_scope  # one fit either way: no dual solve to make cheaper
+        recovery = _Surrogate(policy, actor_parameters, recovery_batch, horizon, recovery_scope)
+        recovery.fit(weights.cpu().numpy(), 1.0, fit_steps)
         # The step size: the fit of the normalised cost advantages has no KL control of its own (a rollout with
         # a few hazardous episodes made a recovery step of KL 3.6 on SafeMetaCarCircleHazard-v0). Along
         # phi + alpha (theta - phi), alpha = 0.8^k, take the point that minimises the constraint function of
@@ -318,18 +326,26 @@ def parametric_safe_adapt(
         # every fit starts from phi (see the docstring) and is kept, so that the accepted theta is
         # the one whose surrogate was checked, not a re-fit
         _assign(phi, actor_parameters)
-        surrogate.fit(u, adaptation_temperature(u, params), fit_steps)
-        surrogate_cost = surrogate.evaluate(start_cost, params)[0]
+        dual_surrogate.fit(u, adaptation_temperature(u, params), fit_steps)
+        surrogate_cost = dual_surrogate.evaluate(start_cost, params)[0]
         fits[tuple(u.tolist())] = (parameters_to_vector(actor_parameters).detach().clone(), surrogate_cost)
         return surrogate_cost
 
     solution = solve_dual(
         fitted_surrogate, params, n_costs, dual_solver, beta, n_dual_steps, u0, dual_tol, _multiplier_scale(batch, params)
     )
-    if tuple(solution.u.tolist()) not in fits:
-        fitted_surrogate(solution.u)
-    theta, surrogate_cost = fits[tuple(solution.u.tolist())]
-    _assign(theta, actor_parameters)
+    if hybrid:
+        # pi^{u*} by the whole actor: the head's u* is where the head's surrogate meets d + delta; the actor, with
+        # more capacity, may move further at the same u, so its own surrogate decides (backtracking below)
+        _assign(phi, actor_parameters)
+        surrogate.fit(solution.u, adaptation_temperature(solution.u, params), fit_steps)
+        theta = parameters_to_vector(actor_parameters).detach().clone()
+        surrogate_cost = surrogate.evaluate(start_cost, params)[0]
+    else:
+        if tuple(solution.u.tolist()) not in fits:
+            fitted_surrogate(solution.u)
+        theta, surrogate_cost = fits[tuple(solution.u.tolist())]
+        _assign(theta, actor_parameters)
 
     # Safeguard (not in the paper): with finitely many dual iterations and an inexact fit, the
     # surrogate constraint at u* can be violated by a little. pi_phi satisfies it (g(phi) = Jc(phi)
