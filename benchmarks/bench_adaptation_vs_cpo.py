@@ -29,13 +29,14 @@ import time
 import numpy as np
 import torch as th
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.save_util import load_from_zip_file
 
 import sb3_safemeta.envs  # noqa: F401
 from sb3_safemeta import MetaCPO, SafeAdapter
 from sb3_safemeta.common.hyperparams import load_hyperparams
 
-# A^s fit scopes timed against the CPO step (see AdaptationOptions.fit_scope)
-SCOPES = ("head", "hybrid", "actor")
+# A^s configurations timed against the CPO step: label -> (fit_scope, fit_steps) (see AdaptationOptions)
+SCOPES = {"head": ("head", 25), "hybrid": ("hybrid", 25), "hybrid/10": ("hybrid", 10), "actor": ("actor", 25)}
 
 
 def parse_args() -> argparse.Namespace:
@@ -45,6 +46,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--n-steps", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--meta-policy",
+        default=None,
+        help="a SafeMetaDual zip (or reproduce checkpoint.zip) whose policy both start from: the meta-test situation "
+        "(default: an untrained policy; one env only)",
+    )
     return parser.parse_args()
 
 
@@ -67,6 +74,9 @@ def main() -> None:
             "MlpPolicy", env, lambda_=entry["lambda_"], lambda_c=entry["lambda_c"], advantage_estimator="mc", **common
         )
         cpo = MetaCPO("MlpPolicy", env, inner_kl=0.01, meta_batch_size=1, **common)
+        if args.meta_policy is not None:
+            _, params, _ = load_from_zip_file(args.meta_policy)
+            adapter.policy.load_state_dict(params["policy"])
         _, callback = adapter._setup_learn(total_timesteps=10**9, callback=None)
         callback.on_training_start(locals(), globals())
         times: dict[str, list[float]] = {}
@@ -79,14 +89,14 @@ def main() -> None:
             state = {key: value.clone() for key, value in adapter.policy.state_dict().items()}
             scenario_d = np.full(adapter.n_costs, float(entry["cost_limit"]))
             # the unconstrained step's surrogate cost sets the "active" limit (untimed)
-            adapter.cost_limit, adapter.fit_scope = np.full(adapter.n_costs, 1e12), "actor"
+            adapter.cost_limit, adapter.fit_scope, adapter.fit_steps = np.full(adapter.n_costs, 1e12), "actor", 25
             free = adapter.adapt(rollout).surrogate_cost
             active_d = rollout.episode_cost + 0.5 * np.maximum(free - rollout.episode_cost, 0.0)
             line = [f"round {round_index}: cost {rollout.episode_cost[0]:.1f}, collect {collect:.2f} s"]
             for mode, limit in (("scenario", scenario_d), ("active", active_d)):
-                for scope in SCOPES:
+                for scope, (fit_scope, fit_steps) in SCOPES.items():
                     adapter.policy.load_state_dict(state)
-                    adapter.cost_limit, adapter.fit_scope = limit, scope
+                    adapter.cost_limit, adapter.fit_scope, adapter.fit_steps = limit, fit_scope, fit_steps
                     adapter.dual_multipliers = np.zeros(adapter.n_costs)
                     seconds, result = timed(adapter.adapt, rollout)
                     times.setdefault(f"A^s {scope}, d {mode}", []).append(seconds)
@@ -98,7 +108,7 @@ def main() -> None:
                 line.append(f"CPO/{mode} {seconds:.2f} s")
             times.setdefault("collect", []).append(collect)
             adapter.policy.load_state_dict(state)  # the chain continues from the A^s actor step on the scenario's d
-            adapter.cost_limit, adapter.fit_scope = scenario_d, "actor"
+            adapter.cost_limit, adapter.fit_scope, adapter.fit_steps = scenario_d, "actor", 25
             adapter.adapt(rollout)
             if round_index:  # round 0 is a warm-up
                 print("; ".join(line), flush=True)
@@ -110,7 +120,7 @@ def main() -> None:
             for scope in SCOPES:
                 median = statistics.median(times[f"A^s {scope}, d {mode}"])
                 print(
-                    f"  d {mode:>8}: A^s {scope:>6} {median:6.2f} s, CPO {cpo_median:6.2f} s, ratio {median / cpo_median:5.2f}"
+                    f"  d {mode:>8}: A^s {scope:>9} {median:6.2f} s, CPO {cpo_median:6.2f} s, ratio {median / cpo_median:5.2f}"
                 )
         print(f"  rollout collection {statistics.median(times['collect']):.2f} s")
 
