@@ -42,6 +42,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 import sb3_safemeta.envs  # noqa: F401  (registers the task families)
 from sb3_safemeta import SafeAdapter
+from sb3_safemeta.common.adaptation.options import FIT_SCOPES
 from sb3_safemeta.common.rollout_data import RolloutData
 
 DEFAULT_ENVS = ("SafeMetaPointNav-v0", "SafeMetaHalfCheetahVel-v0")
@@ -62,8 +63,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--fit-scopes",
         nargs="+",
-        default=["actor", "head"],
-        choices=["actor", "head"],
+        default=list(FIT_SCOPES),
+        choices=FIT_SCOPES,
         help="SafeAdapter fit_scope values timed side by side on the same data (the policy continues from the last)",
     )
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (after one warm-up round)")

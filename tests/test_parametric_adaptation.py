@@ -268,8 +268,9 @@ def test_unknown_fit_scope_is_rejected():
 @given(seed=st.integers(0, 10_000), limit=st.floats(0.5, 1.5))  # Jc(pi_phi) = 0.5: a feasible start
 def test_hybrid_scope_is_one_actor_fit_at_the_heads_multiplier(seed, limit):
     """
-    ``fit_scope="hybrid"``: the dual (4) runs on head fits, then every actor parameter is fitted ONCE, from phi, at the
-    head's u*, and the step is backtracked on the whole actor's own surrogate. Oracles: the accepted parameters equal
+    ``fit_scope="hybrid"``: the dual (4) runs on head fits, then every actor parameter is fitted from phi at the
+    head's u* (at a corrected u*, then by the actor's own dual, where that violates), and the step is backtracked on
+    the whole actor's own surrogate. Oracles: the accepted parameters equal
     phi + alpha (fit from phi at u*, by the actor) - the same fit recomputed here - and the surrogate constraint,
     recomputed here from the two distributions, holds at them.
     """
@@ -305,7 +306,7 @@ def test_hybrid_scope_is_one_actor_fit_at_the_heads_multiplier(seed, limit):
     finally:
         _Surrogate.fit = original_fit
     assert not result.recovery
-    assert sum(actor_fits) == 1 and len(actor_fits) == result.n_dual_iterations + 1
+    assert sum(actor_fits) >= 1 and len(actor_fits) == result.n_dual_iterations  # every fit is counted
     adapted = parameters_to_vector(parameters).detach().clone()
 
     vector_to_parameters(phi.clone(), parameters)

@@ -20,6 +20,11 @@ g = 533, 149, 290, -399, -151 and a KL growing with every fit, while fits from p
 g = 533, 327, 413, 385, 401, decreasing in u as the dual theory says. On tabular CMDPs, where the fit
 converges, both starts give pi^u; the dual solver then needs few fits.
 
+``fit_scope="hybrid"`` solves the dual on head fits (closed form, milliseconds; see
+:mod:`sb3_safemeta.common.adaptation.head_fit`) and fits the whole actor once at that u*, falling back on a corrected
+u* and then on the actor's own dual where the actor's surrogate violates there (:func:`_hybrid_dual`): one network fit
+per step where the head models the actor, instead of one per dual iteration.
+
 The dual solver (``dual_solver="auto"``) is bracketing regula falsi for one cost channel and a
 projected Newton method for several (see :func:`bisection`, :func:`projected_newton`); PGD
 (Algorithm 1) is available as ``"pgd"``.
@@ -33,6 +38,7 @@ Jc and samples from the discounted visitation it is exactly the paper's problem 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -45,7 +51,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from sb3_safemeta.common.adaptation.batch import AdaptationBatch
 from sb3_safemeta.common.adaptation.confidence import episode_cost_upper_bound
-from sb3_safemeta.common.adaptation.dual import AdaptationParams, adaptation_temperature, solve_dual
+from sb3_safemeta.common.adaptation.dual import AdaptationParams, DualSolution, adaptation_temperature, solve_dual
 from sb3_safemeta.common.adaptation.head_fit import actor_latent, fit_head
 from sb3_safemeta.common.adaptation.options import FIT_SCOPES, AdaptationOptions
 
@@ -67,7 +73,7 @@ class ParametricAdaptResult:
     :param surrogate_cost: g_i at the accepted parameters, (p,)
     :param objective: E[ratio A] - lambda E[KL] at the accepted parameters
     :param kl: E_s[KL(pi_new || pi_phi)]
-    :param n_dual_iterations: dual iterations used
+    :param n_dual_iterations: fits of pi^u made by the dual solve (head and actor fits with ``fit_scope="hybrid"``)
     :param backtrack_fraction: alpha of the accepted point phi + alpha (theta* - phi) (1 = no backtracking)
     :param recovery: whether the start was infeasible and a cost-reducing step was taken instead
     :param dual_converged: whether the dual solver met its tolerance within ``n_dual_steps`` fits
@@ -320,39 +326,28 @@ def parametric_safe_adapt(
             np.full(n_costs, np.inf), 1.0, surrogate_cost, objective, kl, 0, fraction, True, start_cost=start_cost
         )
 
-    fits: dict[tuple[float, ...], tuple[th.Tensor, np.ndarray]] = {}
+    # A violation within the dual solver's tolerance, or below 1e-4 relative (float32 noise of the fit), is not one
+    tolerant_bound = bound + max(_RELATIVE_TOLERANCE, dual_tol) * np.maximum(1.0, np.abs(bound))
+    scale = _multiplier_scale(batch, params)
 
-    def fitted_surrogate(u: np.ndarray) -> np.ndarray:
-        # every fit starts from phi (see the docstring) and is kept, so that the accepted theta is
-        # the one whose surrogate was checked, not a re-fit
-        _assign(phi, actor_parameters)
-        dual_surrogate.fit(u, adaptation_temperature(u, params), fit_steps)
-        surrogate_cost = dual_surrogate.evaluate(start_cost, params)[0]
-        fits[tuple(u.tolist())] = (parameters_to_vector(actor_parameters).detach().clone(), surrogate_cost)
-        return surrogate_cost
+    def solve(oracle: _FitOracle, limits: AdaptationParams, start: np.ndarray | None) -> DualSolution:
+        return solve_dual(oracle, limits, n_costs, dual_solver, beta, n_dual_steps, start, dual_tol, scale)
 
-    solution = solve_dual(
-        fitted_surrogate, params, n_costs, dual_solver, beta, n_dual_steps, u0, dual_tol, _multiplier_scale(batch, params)
-    )
+    fit_arguments = (phi, actor_parameters, start_cost, params, fit_steps)
+    oracle = _FitOracle(surrogate, *fit_arguments)  # its fits are the candidates of the accepted step
     if hybrid:
-        # pi^{u*} by the whole actor: the head's u* is where the head's surrogate meets d + delta; the actor, with
-        # more capacity, may move further at the same u, so its own surrogate decides (backtracking below)
-        _assign(phi, actor_parameters)
-        surrogate.fit(solution.u, adaptation_temperature(solution.u, params), fit_steps)
-        theta = parameters_to_vector(actor_parameters).detach().clone()
-        surrogate_cost = surrogate.evaluate(start_cost, params)[0]
+        head_oracle = _FitOracle(dual_surrogate, *fit_arguments)
+        solution = _hybrid_dual(solve, head_oracle, oracle, params, tolerant_bound, u0)
     else:
-        if tuple(solution.u.tolist()) not in fits:
-            fitted_surrogate(solution.u)
-        theta, surrogate_cost = fits[tuple(solution.u.tolist())]
-        _assign(theta, actor_parameters)
+        solution = solve(oracle, params, u0)
+    theta, surrogate_cost = oracle.fit_at(solution.u)
+    _assign(theta, actor_parameters)
+    n_fits = oracle.n_fits + (head_oracle.n_fits if hybrid else 0)
 
     # Safeguard (not in the paper): with finitely many dual iterations and an inexact fit, the
     # surrogate constraint at u* can be violated by a little. pi_phi satisfies it (g(phi) = Jc(phi)
-    # <= d + delta), so move back along phi + alpha (theta - phi) until it holds. A violation within
-    # the dual solver's tolerance, or below 1e-4 relative (float32 noise of the fit), is not one:
-    # backtracking shrinks the whole step by 20%, far more than such a violation calls for.
-    tolerant_bound = bound + max(_RELATIVE_TOLERANCE, dual_tol) * np.maximum(1.0, np.abs(bound))
+    # <= d + delta), so move back along phi + alpha (theta - phi) until it holds (each backtracking step shrinks
+    # the whole step by 20%, far more than a violation within the tolerance calls for).
     fraction = 1.0
     for _ in range(backtrack_steps):
         if np.all(surrogate_cost <= tolerant_bound):
@@ -370,12 +365,80 @@ def parametric_safe_adapt(
         surrogate_cost=surrogate_cost,
         objective=objective,
         kl=kl,
-        n_dual_iterations=solution.n_iterations,
+        n_dual_iterations=n_fits,
         backtrack_fraction=fraction,
         recovery=False,
         dual_converged=solution.converged,
         start_cost=start_cost,
     )
+
+
+class _FitOracle:
+    """
+    The dual solvers' oracle u -> g(pi^u): one fit of pi^u from phi per call (see the module docstring: every fit
+    starts from phi), each kept, so that the accepted theta is the one whose surrogate was checked, not a re-fit.
+    """
+
+    def __init__(
+        self,
+        surrogate: _Surrogate,
+        phi: th.Tensor,
+        actor_parameters: Sequence[nn.Parameter],
+        start_cost: np.ndarray,
+        params: AdaptationParams,
+        fit_steps: int,
+    ):
+        self.surrogate, self.phi, self.actor_parameters = surrogate, phi, actor_parameters
+        self.start_cost, self.params, self.fit_steps = start_cost, params, fit_steps
+        self.fits: dict[tuple[float, ...], tuple[th.Tensor, np.ndarray]] = {}
+        self.n_fits = 0
+
+    def __call__(self, u: np.ndarray) -> np.ndarray:
+        self.n_fits += 1
+        _assign(self.phi, self.actor_parameters)
+        self.surrogate.fit(u, adaptation_temperature(u, self.params), self.fit_steps)
+        surrogate_cost = self.surrogate.evaluate(self.start_cost, self.params)[0]
+        self.fits[tuple(u.tolist())] = (parameters_to_vector(self.actor_parameters).detach().clone(), surrogate_cost)
+        return surrogate_cost
+
+    def fit_at(self, u: np.ndarray) -> tuple[th.Tensor, np.ndarray]:
+        """:return: theta and g(pi^u) of the fit at u (fitted now if the solver ended on a u it did not fit: PGD)"""
+        if tuple(u.tolist()) not in self.fits:
+            self(u)
+        return self.fits[tuple(u.tolist())]
+
+
+def _hybrid_dual(
+    solve: Any,
+    head_oracle: _FitOracle,
+    actor_oracle: _FitOracle,
+    params: AdaptationParams,
+    tolerant_bound: np.ndarray,
+    u0: np.ndarray | None,
+) -> DualSolution:
+    """
+    ``fit_scope="hybrid"``: the dual (4) on head fits (closed form, milliseconds), then pi^{u*} by the whole actor,
+    whose own surrogate decides (with more capacity it may move further than the head at the same u).
+
+    1. u* of the head's dual; one actor fit there. Feasible: done (one network fit).
+    2. Else one correction: the head's surrogate curve g_head(u), shifted by the offset g_actor - g_head seen at u*,
+       models the actor's; u* of the head's dual against d + delta - offset, one actor fit there.
+    3. Still infeasible: the head does not model the actor on this batch; the actor's own dual, warm-started at the
+       last u (the cost of ``fit_scope="actor"``, paid only where the cheap path failed).
+
+    :param solve: (oracle, params, warm start) -> DualSolution
+    :return: the multipliers of the accepted actor fit (a point ``actor_oracle`` has fitted)
+    """
+    solution = solve(head_oracle, params, u0)
+    actor_cost = actor_oracle(solution.u)
+    if np.all(actor_cost <= tolerant_bound):
+        return solution
+    offset = actor_cost - head_oracle.fit_at(solution.u)[1]
+    if np.all(offset >= 0.0):
+        solution = solve(head_oracle, dataclasses.replace(params, cost_limit=params.cost_limit - offset), solution.u)
+        if np.all(actor_oracle(solution.u) <= tolerant_bound):
+            return solution
+    return solve(actor_oracle, params, solution.u)
 
 
 def _multiplier_scale(batch: AdaptationBatch, params: AdaptationParams) -> float:
