@@ -177,7 +177,8 @@ class StartHazardPointNav(PointNavEnv):
         self.hazard_radius = 0.22
 
 
-def test_anytime_safety_short_chain():
+@pytest.mark.parametrize("fit_scope", ["actor", "hybrid"])
+def test_anytime_safety_short_chain(fit_scope):
     """
     CI version: 5 steps of 1000 transitions (8 envs x 125 steps), about 2 s. The start drifts at speed 0.6
     perpendicular to the goal, so it leaves the hazard after a few steps (episode cost 2-4, d = 6) and has a
@@ -185,7 +186,8 @@ def test_anytime_safety_short_chain():
     within d, and the return improves. The hazard is met in every episode by construction (see
     StartHazardPointNav), so the safety check is never vacuous. It is one seeded run of a statistical property:
     measured over seeds 0-5 of this configuration, all 6 keep every policy within d (largest rollout cost 5.5)
-    and 3 improve the return by more than 10 (seed 0: -337 -> -263).
+    and 3 improve the return by more than 10 (seed 0: -337 -> -263). ``fit_scope="hybrid"`` (dual on head fits)
+    must keep the same guarantees from these random features.
     """
     d = 6.0
     env = make_vec_env(lambda: gym.wrappers.TimeLimit(StartHazardPointNav(), 100), n_envs=8, seed=0)
@@ -193,7 +195,7 @@ def test_anytime_safety_short_chain():
     env.env_method("set_task", task)
     model = SafeAdapter(
         "MlpPolicy", env, cost_limit=d, lambda_=1.0, lambda_c=1.0, delta_c=0.0, n_steps=125,
-        advantage_estimator="mc", seed=0,
+        advantage_estimator="mc", seed=0, fit_scope=fit_scope,
     )  # fmt: skip
     goal = np.array([np.cos(task["goal_angle"]), np.sin(task["goal_angle"])])
     with th.no_grad():

@@ -78,9 +78,11 @@ class SafeAdapter(SafeAdaptationMixin, OnPolicyCostAlgorithm):
     :param beta: PGD step size (u <- max(0, u - beta (d + delta - g))); used by ``"pgd"`` only
     :param n_dual_steps: maximum number of dual iterations per adaptation step; each is one fit of pi^u
     :param fit_steps: L-BFGS iterations per fit of pi^u (each fit starts from the current policy)
-    :param fit_scope: the parameters that represent pi^u: ``"actor"`` (all of the actor, Appendix E.2) or
+    :param fit_scope: the parameters that represent pi^u: ``"actor"`` (all of the actor, Appendix E.2),
         ``"head"`` (its last layer on the current features; exact and ~100x faster for Gaussian policies, for
-        adapting a meta-trained policy whose features already fit the task family)
+        adapting a meta-trained policy whose features already fit the task family) or ``"hybrid"`` (the dual solved
+        on head fits, the step one fit of all of the actor at that u*, with the actor's own dual as the fallback
+        where the head's u* violates the actor's surrogate)
     :param backtrack_steps: feasibility backtracking steps after the dual solve (0 disables)
     :param dual_tol: the dual solve stops when the active constraints are within
         ``dual_tol * max(1, cost_limit + delta_c)`` of their bound (relative; far below the sampling error)

@@ -110,7 +110,8 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
     :param n_dual_steps: dual iterations of A^s
     :param fit_steps: L-BFGS iterations per fit of pi^u
     :param fit_scope: the parameters that represent pi^u in A^s (see :class:`~sb3_safemeta.SafeAdapter`):
-        ``"actor"`` (all of the actor) or ``"head"`` (its last layer on the meta-policy's features, closed form)
+        ``"actor"`` (all of the actor), ``"head"`` (its last layer on the meta-policy's features, closed form) or
+        ``"hybrid"`` (the dual on head fits, one fit of all of the actor at that u*)
     :param backtrack_steps: feasibility backtracking steps of A^s
     :param dual_tol: relative tolerance of A^s's dual solve on the active constraints
     :param normalize_advantage: divide the reward advantages by their standard deviation in A^s, so that lambda
