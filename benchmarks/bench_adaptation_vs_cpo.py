@@ -36,7 +36,13 @@ from sb3_safemeta import MetaCPO, SafeAdapter
 from sb3_safemeta.common.hyperparams import load_hyperparams
 
 # A^s configurations timed against the CPO step: label -> (fit_scope, fit_steps) (see AdaptationOptions)
-SCOPES = {"head": ("head", 25), "hybrid": ("hybrid", 25), "hybrid/10": ("hybrid", 10), "actor": ("actor", 25)}
+SCOPES = {
+    "head": ("head", 25),
+    "hybrid": ("hybrid", 25),
+    "hybrid/10": ("hybrid", 10),
+    "hybrid/5": ("hybrid", 5),
+    "actor": ("actor", 25),
+}
 
 
 def parse_args() -> argparse.Namespace:
