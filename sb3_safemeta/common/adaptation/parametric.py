@@ -328,10 +328,10 @@ def parametric_safe_adapt(
 
     # A violation within the dual solver's tolerance, or below 1e-4 relative (float32 noise of the fit), is not one
     tolerant_bound = bound + max(_RELATIVE_TOLERANCE, dual_tol) * np.maximum(1.0, np.abs(bound))
-    scale = _multiplier_scale(batch, params)
+    multiplier_scale = _multiplier_scale(batch, params)
 
     def solve(oracle: _FitOracle, limits: AdaptationParams, start: np.ndarray | None) -> DualSolution:
-        return solve_dual(oracle, limits, n_costs, dual_solver, beta, n_dual_steps, start, dual_tol, scale)
+        return solve_dual(oracle, limits, n_costs, dual_solver, beta, n_dual_steps, start, dual_tol, multiplier_scale)
 
     fit_arguments = (phi, actor_parameters, start_cost, params, fit_steps)
     oracle = _FitOracle(surrogate, *fit_arguments)  # its fits are the candidates of the accepted step
