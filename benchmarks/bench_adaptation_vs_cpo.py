@@ -33,15 +33,17 @@ from stable_baselines3.common.save_util import load_from_zip_file
 
 import sb3_safemeta.envs  # noqa: F401
 from sb3_safemeta import MetaCPO, SafeAdapter
+from sb3_safemeta.common.adaptation.options import AdaptationOptions
 from sb3_safemeta.common.hyperparams import load_hyperparams
 
 # A^s configurations timed against the CPO step: label -> (fit_scope, fit_steps) (see AdaptationOptions)
+FIT_STEPS = AdaptationOptions.fit_steps  # the default
 SCOPES = {
-    "head": ("head", 25),
-    "hybrid": ("hybrid", 25),
+    "head": ("head", FIT_STEPS),
+    "hybrid": ("hybrid", FIT_STEPS),
     "hybrid/10": ("hybrid", 10),
     "hybrid/5": ("hybrid", 5),
-    "actor": ("actor", 25),
+    "actor": ("actor", FIT_STEPS),
 }
 
 
@@ -95,7 +97,7 @@ def main() -> None:
             state = {key: value.clone() for key, value in adapter.policy.state_dict().items()}
             scenario_d = np.full(adapter.n_costs, float(entry["cost_limit"]))
             # the unconstrained step's surrogate cost sets the "active" limit (untimed)
-            adapter.cost_limit, adapter.fit_scope, adapter.fit_steps = np.full(adapter.n_costs, 1e12), "actor", 25
+            adapter.cost_limit, adapter.fit_scope, adapter.fit_steps = np.full(adapter.n_costs, 1e12), *SCOPES["actor"]
             free = adapter.adapt(rollout).surrogate_cost
             active_d = rollout.episode_cost + 0.5 * np.maximum(free - rollout.episode_cost, 0.0)
             line = [f"round {round_index}: cost {rollout.episode_cost[0]:.1f}, collect {collect:.2f} s"]
@@ -114,7 +116,7 @@ def main() -> None:
                 line.append(f"CPO/{mode} {seconds:.2f} s")
             times.setdefault("collect", []).append(collect)
             adapter.policy.load_state_dict(state)  # the chain continues from the A^s actor step on the scenario's d
-            adapter.cost_limit, adapter.fit_scope, adapter.fit_steps = scenario_d, "actor", 25
+            adapter.cost_limit, adapter.fit_scope, adapter.fit_steps = scenario_d, *SCOPES["actor"]
             adapter.adapt(rollout)
             if round_index:  # round 0 is a warm-up
                 print("; ".join(line), flush=True)

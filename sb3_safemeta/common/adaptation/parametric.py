@@ -269,8 +269,8 @@ def parametric_safe_adapt(
     # "hybrid": the dual is solved on head fits (milliseconds each), the accepted policy is one whole-actor fit at
     # that u*, judged (and backtracked) on the whole actor's surrogate like any other step
     hybrid = fit_scope == "hybrid"
-    surrogate = _Surrogate(policy, actor_parameters, batch, horizon, "actor" if hybrid else fit_scope)
-    dual_surrogate = _Surrogate(policy, actor_parameters, batch, horizon, "head") if hybrid else surrogate
+    step_scope = "actor" if hybrid else fit_scope  # what represents the accepted step (and the recovery step)
+    surrogate = _Surrogate(policy, actor_parameters, batch, horizon, step_scope)
     phi = parameters_to_vector(actor_parameters).detach().clone()
     n_costs = params.n_costs
     bound = params.cost_limit + params.delta_c
@@ -301,8 +301,8 @@ def parametric_safe_adapt(
         recovery_batch = AdaptationBatch(
             batch.observations, batch.actions, th.zeros_like(batch.advantages), batch.cost_advantages, batch.weights
         )
-        recovery_scope = "actor" if hybrid else fit_scope  # one fit either way: no dual solve to make cheaper
-        recovery = _Surrogate(policy, actor_parameters, recovery_batch, horizon, recovery_scope)
+        # one fit either way (no dual solve to make cheaper): "hybrid" fits the whole actor
+        recovery = _Surrogate(policy, actor_parameters, recovery_batch, horizon, step_scope)
         recovery.fit(weights.cpu().numpy(), 1.0, fit_steps)
         # The step size: the fit of the normalised cost advantages has no KL control of its own (a rollout with
         # a few hazardous episodes made a recovery step of KL 3.6 on SafeMetaCarCircleHazard-v0). Along
@@ -335,8 +335,8 @@ def parametric_safe_adapt(
 
     fit_arguments = (phi, actor_parameters, start_cost, params, fit_steps)
     oracle = _FitOracle(surrogate, *fit_arguments)  # its fits are the candidates of the accepted step
-    if hybrid:
-        head_oracle = _FitOracle(dual_surrogate, *fit_arguments)
+    if hybrid:  # the head's latent features are computed here, not for a held or recovery step
+        head_oracle = _FitOracle(_Surrogate(policy, actor_parameters, batch, horizon, "head"), *fit_arguments)
         solution = _hybrid_dual(solve, head_oracle, oracle, params, tolerant_bound, u0)
     else:
         solution = solve(oracle, params, u0)
