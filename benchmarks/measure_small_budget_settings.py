@@ -33,10 +33,13 @@ from sb3_safemeta.reproduce.runs import TEST_TASK_SEED, RunSpec, algorithm_kwarg
 
 
 def parse_value(text: str) -> Any:
-    try:
-        return float(text)
-    except ValueError:
-        return text
+    """``10`` -> int (counts such as ``fit_steps`` must be integers), ``0.9`` -> float, anything else as given."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -378,3 +378,63 @@ def test_recovery_step_reduces_the_exact_cost(seed):
     assert result.recovery and result.backtrack_fraction > 0.0
     assert result.surrogate_cost[0] < rollout.episode_cost[0]
     assert cost < 1.0 - scipy.stats.norm.cdf(0.5)
+
+
+def test_test_adaptation_sets_the_meta_test_step_and_survives_save_load(tmp_path, monkeypatch):
+    """
+    SafeMetaDual(test_adaptation=...) changes the A^s of meta_test (and of SafeAdapter.from_meta), not meta-training:
+    lambda_c as given, and min_episodes raises n_steps to whole episodes (PointNav's horizon is 100: 3 episodes on
+    2 envs need 2 episodes per env, 200 steps); meta_test(adapter_kwargs=...) overrides it; bad input is named.
+    """
+    from stable_baselines3.common.env_util import make_vec_env
+
+    import sb3_safemeta.envs  # noqa: F401
+    import sb3_safemeta.safe_adapter as safe_adapter_module
+    from sb3_safemeta.safe_adapter import SafeAdapter
+    from sb3_safemeta.safe_meta_dual import SafeMetaDual
+
+    built = []
+
+    class RecordingAdapter(SafeAdapter):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    env = make_vec_env("SafeMetaPointNav-v0", n_envs=2, seed=0)
+    test_adaptation = {"lambda_c": 1000.0, "min_episodes": 3}
+    model = SafeMetaDual("MlpPolicy", env, cost_limit=10.0, n_steps=100, fit_steps=5, test_adaptation=test_adaptation)
+    assert np.all(model.adaptation.lambda_c == 1.0)  # meta-training's inner step is unchanged
+    monkeypatch.setattr(safe_adapter_module, "SafeAdapter", RecordingAdapter)
+    report = model.meta_test(n_tasks=1, n_adapt_steps=1, n_eval_episodes=0)
+    assert np.all(built[-1].adaptation.lambda_c == 1000.0) and built[-1].n_steps == 200
+    assert report.violations.shape == (1, 2)
+    model.meta_test(n_tasks=1, n_adapt_steps=0, n_eval_episodes=0, adapter_kwargs={"lambda_c": 5.0, "min_episodes": 1})
+    assert np.all(built[-1].adaptation.lambda_c == 5.0) and built[-1].n_steps == 100
+    monkeypatch.undo()
+
+    model.save(tmp_path / "meta.zip")
+    assert SafeMetaDual.load(tmp_path / "meta.zip", env=env).test_adaptation == test_adaptation
+    adapter = SafeAdapter.from_meta(tmp_path / "meta.zip", env)
+    assert np.all(adapter.adaptation.lambda_c == 1000.0) and adapter.n_steps >= 200
+    assert SafeAdapter.from_meta(tmp_path / "meta.zip", env, n_steps=100).n_steps == 100  # an explicit n_steps wins
+    assert SafeAdapter.from_meta(tmp_path / "meta.zip", env, n_steps=50).n_steps == 50
+
+    with pytest.raises(ValueError, match=r"test_adaptation has unknown key\(s\) \['lambda_cc'\]"):
+        SafeMetaDual("MlpPolicy", env, test_adaptation={"lambda_cc": 1.0})
+    with pytest.raises(ValueError, match="min_episodes"):
+        SafeMetaDual("MlpPolicy", env, test_adaptation={"min_episodes": 0})
+    with pytest.raises(TypeError, match="test_adaptation must be a dict"):
+        SafeMetaDual("MlpPolicy", env, test_adaptation=[("lambda_c", 1.0)])
+
+
+def test_min_episodes_needs_a_horizon():
+    import gymnasium as gym
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from sb3_safemeta.common.adaptation.test_adaptation import steps_for_episodes
+
+    env = DummyVecEnv([lambda: gym.make("CartPole-v1", max_episode_steps=50)] * 2)
+    assert steps_for_episodes(env, 5, 10) == 150 and steps_for_episodes(env, 1, 400) == 400
+    no_horizon = DummyVecEnv([lambda: gym.make("CartPole-v1").unwrapped])
+    with pytest.raises(ValueError, match="max_episode_steps"):
+        steps_for_episodes(no_horizon, 5, 10)

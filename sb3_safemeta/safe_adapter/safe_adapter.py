@@ -24,6 +24,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from sb3_safemeta.common.adaptation.confidence import min_episodes
 from sb3_safemeta.common.adaptation.options import AdaptationOptions, SafeAdaptationMixin
 from sb3_safemeta.common.adaptation.parametric import ParametricAdaptResult, adapt_on_rollout, default_episode_cost_range
+from sb3_safemeta.common.adaptation.test_adaptation import steps_for_episodes
 from sb3_safemeta.common.on_policy_cost_algorithm import OnPolicyCostAlgorithm
 from sb3_safemeta.common.rollout_data import ADVANTAGE_ESTIMATORS, RolloutData
 from sb3_safemeta.common.validation import check_int
@@ -326,9 +327,9 @@ class SafeAdapter(SafeAdaptationMixin, OnPolicyCostAlgorithm):
     ) -> SelfSafeAdapter:
         """
         Start a safe adaptation from a saved policy: a SafeMetaDual meta-policy (its adaptation
-        hyper-parameters are reused unless overridden), a SafeAdapter, or a plain SB3 PPO/TRPO
-        ``MlpPolicy`` zip (same default network, 2x64 tanh: its actor and value weights are loaded,
-        the cost-value heads start fresh).
+        hyper-parameters and its meta-test settings ``test_adaptation`` are reused unless overridden), a
+        SafeAdapter, or a plain SB3 PPO/TRPO ``MlpPolicy`` zip (same default network, 2x64 tanh: its actor and
+        value weights are loaded, the cost-value heads start fresh).
 
         :param path: the zip file
         :param env: the task environment (must report ``info["cost"]``)
@@ -346,9 +347,17 @@ class SafeAdapter(SafeAdaptationMixin, OnPolicyCostAlgorithm):
         }
         policy_kwargs = dict(data.get("policy_kwargs") or {})
         policy_kwargs.pop("n_costs", None)
+        # a SafeMetaDual's meta-test settings (its ``test_adaptation``) are the adaptation to a new task
+        test_adaptation = dict(data.get("test_adaptation") or {})
+        episodes_wanted = test_adaptation.pop("min_episodes", None)
+        saved.update(test_adaptation)
         saved.update(kwargs)
         saved.setdefault("policy_kwargs", policy_kwargs)
         adapter = cls("MlpPolicy", env, device=device, **saved)
+        if episodes_wanted is not None and "n_steps" not in kwargs:
+            n_steps = steps_for_episodes(adapter.env, episodes_wanted, adapter.n_steps)  # type: ignore[arg-type]
+            if n_steps != adapter.n_steps:  # the rollout buffer's size is set at construction
+                adapter = cls("MlpPolicy", adapter.env, device=device, **{**saved, "n_steps": n_steps})  # type: ignore[arg-type]
         hint = "pass the same policy_kwargs (net_arch, activation_fn) as the saved model"
         try:
             missing, unexpected = adapter.policy.load_state_dict(params["policy"], strict=False)  # type: ignore[arg-type]

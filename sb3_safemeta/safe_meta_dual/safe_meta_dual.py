@@ -22,6 +22,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from sb3_safemeta.common.adaptation.confidence import pooled_spread_upper_bound
 from sb3_safemeta.common.adaptation.options import AdaptationOptions, SafeAdaptationMixin
 from sb3_safemeta.common.adaptation.parametric import ParametricAdaptResult, adapt_on_rollout
+from sb3_safemeta.common.adaptation.test_adaptation import check_test_adaptation, steps_for_episodes
 from sb3_safemeta.common.distributed import Kept, parallel_meta_test
 from sb3_safemeta.common.evaluation import MetaTestReport, evaluate_policy_cost, make_evaluation_env
 from sb3_safemeta.common.meta_algorithm import OnPolicyMetaAlgorithm
@@ -128,6 +129,10 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
         4 gamma A_c^max / (eta alpha (1 - gamma)^2), gamma = 1 - 1/H, A_c^max from the rollout (see
         :class:`~sb3_safemeta.common.adaptation.options.AdaptationOptions`)
     :param visitation_constant: eta * alpha of Assumption 2 for ``"prop4"``, in (0, 1]
+    :param test_adaptation: SafeAdapter arguments of :meth:`meta_test` that differ from the inner step's (None: the
+        same), e.g. ``{"lambda_c": 1000.0, "min_episodes": 6}`` (the navigation entries of hyperparams/safemeta.yml):
+        ``min_episodes`` raises the rollout of each A^s step to at least that many complete episodes. Meta-training
+        is unchanged; ``meta_test(adapter_kwargs=...)`` overrides these
     :param n_costs: number of cost channels (None: from the env or ``cost_limit``)
     :param stats_window_size: window size for the rollout logging
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -185,6 +190,7 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
         episode_cost_range: float | list[float] | None = None,
         lambda_c_rule: str | None = None,
         visitation_constant: float = 1.0,
+        test_adaptation: dict[str, Any] | None = None,
         n_costs: int | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
@@ -252,6 +258,7 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
                 visitation_constant=visitation_constant,
             )
         )
+        self.test_adaptation = check_test_adaptation(test_adaptation)
         # A^s results of the tasks adapted in the current meta-iteration, in the order of their adapted rollouts
         self.adaptations: list[ParametricAdaptResult] = []
         if _init_setup_model:
@@ -429,7 +436,8 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
         :param tasks: explicit test tasks
         :param seed: seed of the test-task draw (distinct from training draws)
         :param adapter_kwargs: overrides of the SafeAdapter arguments (default: this model's
-            adaptation hyper-parameters, ``n_steps``, ``gamma`` and ``advantage_estimator``)
+            adaptation hyper-parameters, ``n_steps``, ``gamma`` and ``advantage_estimator``, then its
+            ``test_adaptation``); ``min_episodes`` as in ``test_adaptation``
         :param save_path: if given, write ``<save_path>.csv/.json`` and ``<save_path>.png``
         :param verbose: print one line per task
         :param n_eval_episodes: independent episodes of every explored policy (stochastic actions: the exploring
@@ -463,7 +471,11 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
             seed=self.seed,
             device=self.device,
         )
+        kwargs.update(self.test_adaptation)
         kwargs.update(adapter_kwargs or {})
+        min_episodes = kwargs.pop("min_episodes", None)
+        if min_episodes is not None:
+            kwargs["n_steps"] = steps_for_episodes(self.env, min_episodes, kwargs["n_steps"])  # type: ignore[arg-type]
         adapter = SafeAdapter("MlpPolicy", self.env, **kwargs)  # type: ignore[arg-type]
 
         def adaptation_chain(task: Task, cost_limit: np.ndarray) -> Iterator[RolloutData]:
