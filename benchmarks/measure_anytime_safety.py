@@ -12,7 +12,8 @@ independent episodes, mean return at step 0 and step K.
         [--configs default=lambda_c:10 large=lambda_c:1000,n_steps:1500]
 
 A configuration is ``name=key:value,key:value`` (SafeAdapter arguments, e.g. ``lambda_``, ``lambda_c``,
-``n_steps``, ``cost_confidence``); ``default`` alone uses the meta-policy's own adaptation hyper-parameters.
+``n_steps``, ``cost_confidence``, ``min_episodes``); ``default`` alone uses the meta-policy's own adaptation hyper-parameters
+and its ``test_adaptation``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def load_meta_policy(path: str, env: Any) -> SafeMetaDual:
     assert data is not None and params is not None
     keys = ("cost_limit", "lambda_", "lambda_c", "delta_c", "n_steps", "gamma", "advantage_estimator", "fit_steps")
     keys += ("n_dual_steps", "fit_scope", "dual_solver", "backtrack_steps", "dual_tol", "beta", "meta_batch_size")
+    keys += ("test_adaptation",)
     kwargs = {key: data[key] for key in keys if key in data}
     policy_kwargs = dict(data.get("policy_kwargs") or {})
     policy_kwargs.pop("n_costs", None)
