@@ -431,7 +431,7 @@ def test_min_episodes_needs_a_horizon():
     import gymnasium as gym
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from sb3_safemeta.common.adaptation.test_adaptation import steps_for_episodes
+    from sb3_safemeta.common.adaptation.episodes import steps_for_episodes
 
     env = DummyVecEnv([lambda: gym.make("CartPole-v1", max_episode_steps=50)] * 2)
     assert steps_for_episodes(env, 5, 10) == 150 and steps_for_episodes(env, 1, 400) == 400

@@ -22,9 +22,9 @@ from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
 from sb3_safemeta.common.adaptation.confidence import min_episodes
+from sb3_safemeta.common.adaptation.episodes import steps_for_episodes
 from sb3_safemeta.common.adaptation.options import AdaptationOptions, SafeAdaptationMixin
 from sb3_safemeta.common.adaptation.parametric import ParametricAdaptResult, adapt_on_rollout, default_episode_cost_range
-from sb3_safemeta.common.adaptation.test_adaptation import steps_for_episodes
 from sb3_safemeta.common.on_policy_cost_algorithm import OnPolicyCostAlgorithm
 from sb3_safemeta.common.rollout_data import ADVANTAGE_ESTIMATORS, RolloutData
 from sb3_safemeta.common.validation import check_int

@@ -20,9 +20,9 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_safemeta.common.adaptation.confidence import pooled_spread_upper_bound
+from sb3_safemeta.common.adaptation.episodes import steps_for_episodes
 from sb3_safemeta.common.adaptation.options import AdaptationOptions, SafeAdaptationMixin
 from sb3_safemeta.common.adaptation.parametric import ParametricAdaptResult, adapt_on_rollout
-from sb3_safemeta.common.adaptation.test_adaptation import check_test_adaptation, steps_for_episodes
 from sb3_safemeta.common.distributed import Kept, parallel_meta_test
 from sb3_safemeta.common.evaluation import MetaTestReport, evaluate_policy_cost, make_evaluation_env
 from sb3_safemeta.common.meta_algorithm import OnPolicyMetaAlgorithm
@@ -31,6 +31,7 @@ from sb3_safemeta.common.tasks import Task, task_cost_limit
 from sb3_safemeta.common.trust_region import ImportanceWeightedSurrogate, TrustRegionResult
 from sb3_safemeta.common.validation import check_in_range, check_int
 from sb3_safemeta.safe_meta_dual.meta_gradient import eq6_weights, penalised_advantages
+from sb3_safemeta.safe_meta_dual.meta_test_settings import check_test_adaptation
 from sb3_safemeta.safe_meta_dual.policies import MlpPolicy
 
 CRPO_RULES = ("any", "mean", "per_task")

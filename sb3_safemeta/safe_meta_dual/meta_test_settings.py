@@ -9,20 +9,17 @@ kept 91% of the explored policies within d (docs/modules/safe_meta_dual.md, "Rar
 from __future__ import annotations
 
 import inspect
-import math
 from typing import Any
 
-from stable_baselines3.common.vec_env import VecEnv
+from sb3_safemeta.safe_adapter import SafeAdapter
 
-__all__ = ["check_test_adaptation", "steps_for_episodes"]
+__all__ = ["check_test_adaptation"]
 
 # the meta-policy's own architecture and identity are not meta-test settings
 _NOT_SETTINGS = frozenset({"self", "policy", "env", "policy_kwargs", "_init_setup_model", "device", "seed"})
 
 
 def _settings() -> set[str]:
-    from sb3_safemeta.safe_adapter import SafeAdapter  # here: safe_adapter imports this package
-
     return set(inspect.signature(SafeAdapter.__init__).parameters) - _NOT_SETTINGS | {"min_episodes"}
 
 
@@ -48,22 +45,3 @@ def check_test_adaptation(test_adaptation: dict[str, Any] | None) -> dict[str, A
     if min_episodes is not None and (isinstance(min_episodes, bool) or not isinstance(min_episodes, int) or min_episodes < 1):
         raise ValueError(f"test_adaptation['min_episodes'] must be an integer >= 1, got {min_episodes!r}")
     return dict(test_adaptation)
-
-
-def steps_for_episodes(env: VecEnv, min_episodes: int, n_steps: int) -> int:
-    """
-    :param env: the meta-test environments (``num_envs`` episodes run side by side)
-    :param min_episodes: complete episodes wanted per A^s step
-    :param n_steps: steps per environment otherwise
-    :return: ``n_steps``, raised to a whole number of episodes per environment so that the rollout holds at least
-        ``min_episodes`` complete episodes (each A^s step starts new episodes)
-    :raises ValueError: if the environment has no registered horizon (``max_episode_steps``)
-    """
-    spec = env.get_attr("spec", indices=[0])[0]
-    horizon = getattr(spec, "max_episode_steps", None)
-    if not horizon:
-        raise ValueError(
-            "test_adaptation['min_episodes'] needs environments with a fixed horizon (max_episode_steps in "
-            "gymnasium.register or gymnasium.make); set test_adaptation['n_steps'] instead"
-        )
-    return max(n_steps, math.ceil(min_episodes / env.num_envs) * int(horizon))
