@@ -322,3 +322,35 @@ def test_hybrid_scope_is_one_actor_fit_at_the_heads_multiplier(seed, limit):
         g = 0.5 + 10.0 * float((ratio * batch.cost_advantages[:, 0]).mean()) + float(kl)
     assert g <= limit + 1e-3 * max(1.0, limit)
     assert g == pytest.approx(result.surrogate_cost[0], rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.parametrize("fit_scope", ["head", "hybrid"])
+def test_head_scopes_fit_the_actor_when_the_samples_do_not_identify_the_head(fit_scope):
+    """
+    12 samples for a head of 8 + 1 coefficients per action dimension: its least-squares fit would interpolate the
+    actions and collapse the std to 1e-6 (the smoke budget's NaN policies). Oracle: the step is then exactly the
+    "actor" step from the same phi on the same batch, and finite; with 1000 samples the head scopes differ from it.
+    """
+    steps = {}
+    for scope in ("actor", fit_scope):
+        for n in (12, 1000):
+            policy, observations, actions, _ = gaussian_head_problem(3, n=n)
+            cost_advantages = (actions[:, :1] - observations[:, :1]) * 0.5
+            batch = AdaptationBatch(
+                observations,
+                actions,
+                advantages=actions.sum(dim=1) - actions.sum(dim=1).mean(),
+                cost_advantages=cost_advantages - cost_advantages.mean(),
+                weights=th.full((n,), 1.0 / n),
+            )
+            parameters = list(policy.parameters())
+            params = AdaptationParams.create(1.0, 1.0, 0.6, 0.0, 0.9, 1)
+            result = parametric_safe_adapt(
+                policy, parameters, batch, np.array([0.5]), params, horizon=10.0, fit_steps=5, fit_scope=scope
+            )
+            steps[scope, n] = (parameters_to_vector(parameters).detach().clone(), result)
+    small_actor, small_head = steps["actor", 12], steps[fit_scope, 12]
+    assert th.all(th.isfinite(small_head[0])) and np.all(np.isfinite(small_head[1].surrogate_cost))
+    th.testing.assert_close(small_head[0], small_actor[0], rtol=0, atol=0)
+    assert small_head[1].n_dual_iterations == small_actor[1].n_dual_iterations
+    assert not th.equal(steps[fit_scope, 1000][0], steps["actor", 1000][0])

@@ -40,7 +40,8 @@ class AdaptationOptions:
     :param n_dual_steps: maximum dual iterations per step (each is one fit of pi^u)
     :param fit_steps: L-BFGS iterations per fit of pi^u
     :param fit_scope: ``"actor"`` (all actor parameters, Appendix E.2), ``"head"`` (its last layer) or ``"hybrid"``
-        (the dual solved on head fits, the step one fit of all actor parameters at that u*)
+        (the dual solved on head fits, the step one fit of all actor parameters at that u*); a rollout with fewer
+        than 2 (k + 1) samples for a head on k latent features is fitted as ``"actor"`` (the head would interpolate it)
     :param backtrack_steps: feasibility backtracking steps after the dual solve (0 disables)
     :param dual_tol: relative tolerance of the dual solve on the active constraints
     :param normalize_advantage: divide the reward advantages by their standard deviation (lambda is then

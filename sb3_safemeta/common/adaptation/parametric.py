@@ -266,6 +266,8 @@ def parametric_safe_adapt(
     if abs(params.gamma - (1.0 - 1.0 / horizon)) > 1e-9:
         raise ValueError(f"params.gamma must be 1 - 1/horizon = {1.0 - 1.0 / horizon}, got {params.gamma}")
     start_cost = np.asarray(start_cost, dtype=np.float64)
+    if fit_scope != "actor" and not _head_identified(policy, batch):
+        fit_scope = "actor"
     # "hybrid": the dual is solved on head fits (milliseconds each), the accepted policy is one whole-actor fit at
     # that u*, judged (and backtracked) on the whole actor's surrogate like any other step
     hybrid = fit_scope == "hybrid"
@@ -373,6 +375,21 @@ def parametric_safe_adapt(
     )
 
 
+def _head_identified(policy: nn.Module, batch: AdaptationBatch) -> bool:
+    """
+    Whether the samples identify a fit of the last layer (``fit_scope="head"`` and ``"hybrid"``): a linear head has
+    k + 1 coefficients per action dimension on k latent features, and with n <= k + 1 samples its weighted
+    least-squares fit interpolates the actions, so the residual variance, hence the Gaussian std, collapses to its
+    floor (std 1e-6) and the surrogate's ratios overflow (seen on the 50-step rollouts of the smoke budget with a
+    64-unit actor). Below 2 (k + 1) samples (the variance is then underestimated by a factor above 2) the step fits
+    the whole actor instead, whose L-BFGS fit is bounded by ``fit_steps``.
+
+    :return: False when the head is a linear layer with fewer than 2 (k + 1) samples to fit it
+    """
+    head = getattr(policy, "action_net", None)
+    return not isinstance(head, nn.Linear) or len(batch.weights) >= 2 * (head.in_features + 1)
+
+
 class _FitOracle:
     """
     The dual solvers' oracle u -> g(pi^u): one fit of pi^u from phi per call (see the module docstring: every fit
@@ -430,6 +447,8 @@ def _hybrid_dual(
     :return: the multipliers of the accepted actor fit (a point ``actor_oracle`` has fitted)
     """
     solution = solve(head_oracle, params, u0)
+    if not np.all(np.isfinite(head_oracle.fit_at(solution.u)[1])):  # a degenerate head fit models nothing
+        return solve(actor_oracle, params, u0)
     actor_cost = actor_oracle(solution.u)
     if np.all(actor_cost <= tolerant_bound):
         return solution
