@@ -423,6 +423,10 @@ def test_test_adaptation_sets_the_meta_test_step_and_survives_save_load(tmp_path
         SafeMetaDual("MlpPolicy", env, test_adaptation={"lambda_cc": 1.0})
     with pytest.raises(ValueError, match="min_episodes"):
         SafeMetaDual("MlpPolicy", env, test_adaptation={"min_episodes": 0})
+    with pytest.raises(ValueError, match="lambda_c"):  # at construction, not at the first meta-test
+        SafeMetaDual("MlpPolicy", env, test_adaptation={"lambda_c": -1.0})
+    with pytest.raises(ValueError, match="fit_scope"):
+        SafeMetaDual("MlpPolicy", env, test_adaptation={"fit_scope": "body"})
     with pytest.raises(TypeError, match="test_adaptation must be a dict"):
         SafeMetaDual("MlpPolicy", env, test_adaptation=[("lambda_c", 1.0)])
 

@@ -8,9 +8,11 @@ kept 91% of the explored policies within d (docs/modules/safe_meta_dual.md, "Rar
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Any
 
+from sb3_safemeta.common.adaptation.options import AdaptationOptions
 from sb3_safemeta.safe_adapter import SafeAdapter
 
 __all__ = ["check_test_adaptation"]
@@ -29,7 +31,8 @@ def check_test_adaptation(test_adaptation: dict[str, Any] | None) -> dict[str, A
         ``"min_episodes"``: at least that many complete episodes per A^s step at meta-test
     :return: a copy (empty for None)
     :raises TypeError: if it is not a dict
-    :raises ValueError: for an unknown key or a ``min_episodes`` below 1
+    :raises ValueError: for an unknown key, a ``min_episodes`` below 1, or a bad value of an A^s option (e.g. a
+        negative ``lambda_c``), named as by ``SafeAdapter``
     """
     if test_adaptation is None:
         return {}
@@ -41,6 +44,9 @@ def check_test_adaptation(test_adaptation: dict[str, Any] | None) -> dict[str, A
             f"test_adaptation has unknown key(s) {unknown}; expected SafeAdapter arguments "
             f"(e.g. lambda_c, n_steps, cost_confidence) or min_episodes"
         )
+    # the values of A^s's own options are checked now, not at the first meta-test (the others by SafeAdapter there)
+    fields = {field.name for field in dataclasses.fields(AdaptationOptions)}
+    AdaptationOptions(**{key: value for key, value in test_adaptation.items() if key in fields})
     min_episodes = test_adaptation.get("min_episodes")
     if min_episodes is not None and (isinstance(min_episodes, bool) or not isinstance(min_episodes, int) or min_episodes < 1):
         raise ValueError(f"test_adaptation['min_episodes'] must be an integer >= 1, got {min_episodes!r}")
