@@ -13,6 +13,7 @@ import inspect
 from typing import Any
 
 from sb3_safemeta.common.adaptation.options import AdaptationOptions
+from sb3_safemeta.common.validation import check_int
 from sb3_safemeta.safe_adapter import SafeAdapter
 
 __all__ = ["check_test_adaptation"]
@@ -47,7 +48,7 @@ def check_test_adaptation(test_adaptation: dict[str, Any] | None) -> dict[str, A
     # the values of A^s's own options are checked now, not at the first meta-test (the others by SafeAdapter there)
     fields = {field.name for field in dataclasses.fields(AdaptationOptions)}
     AdaptationOptions(**{key: value for key, value in test_adaptation.items() if key in fields})
-    min_episodes = test_adaptation.get("min_episodes")
-    if min_episodes is not None and (isinstance(min_episodes, bool) or not isinstance(min_episodes, int) or min_episodes < 1):
-        raise ValueError(f"test_adaptation['min_episodes'] must be an integer >= 1, got {min_episodes!r}")
-    return dict(test_adaptation)
+    settings = dict(test_adaptation)
+    if settings.get("min_episodes") is not None:
+        settings["min_episodes"] = check_int(settings["min_episodes"], "test_adaptation['min_episodes']")
+    return settings
