@@ -13,7 +13,8 @@ The numbers of docs/modules/safe_adapter.md ("Rare costs", small-budget meta-pol
 ``--train-cost-limit`` meta-trains against another limit than the one of the meta-test (a margin, e.g. 5 for d = 10).
 ``--meta-iterations`` replaces the budget's 60 (e.g. 300, the paper's count, with the small budget's data sizes: is
 the result a matter of meta-training length?). Meta-training checkpoints every 10 meta-iterations into
-``<out>/<name>/checkpoints/`` (every 60th kept) and an interrupted call resumes from the latest one.
+``<out>/<name>/checkpoints/`` (every 60th kept) and an interrupted call resumes from the latest one. ``--tasks 0``
+meta-trains only (then ``measure_anytime_safety.py --meta-policy <out>/<name>/model.zip`` compares A^s settings).
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--overrides", nargs="*", default=[], help="key=value constructor arguments (key.entry=value: one entry of a dict)"
     )
-    parser.add_argument("--tasks", type=int, default=10)
+    parser.add_argument(
+        "--tasks", type=int, default=10, help="test tasks; 0 meta-trains only (measure_anytime_safety.py takes model.zip)"
+    )
     parser.add_argument("--adapt-steps", type=int, default=5)
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--meta-iterations", type=int, default=BUDGETS["small"].meta_iterations)
@@ -87,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
         model.learn(10**12, callback=[checkpoints, kept, stop], reset_num_timesteps=not resume)
         model.save(out / "model.zip")
     print(f"{args.name}: meta-trained in {time.time() - start:.0f} s", flush=True)
+    if args.tasks == 0:
+        return
     model.cost_limit = test_limit
     report = model.meta_test(
         n_tasks=args.tasks, n_adapt_steps=args.adapt_steps, seed=TEST_TASK_SEED, n_eval_episodes=args.eval_episodes, verbose=1

@@ -75,6 +75,25 @@ def test_fractional_meta_batch_size_names_the_parameter(cls: type) -> None:
         build(cls, meta_batch_size=0.5)
 
 
+@pytest.mark.parametrize("cls", [SafeAdapter, SafeMetaDual], ids=ids([SafeAdapter, SafeMetaDual]))
+def test_a_s_counts_follow_the_integer_rule_of_every_other_count(cls: type) -> None:
+    """
+    Was: fit_steps=10.0 raised a TypeError in the A^s options while meta_batch_size=10.0 was accepted as 10 (an
+    rl-zoo3 yml or an Optuna float gives such values); now one rule (check_int) for every count.
+    """
+    model = build(cls, fit_steps=5.0, n_dual_steps=3.0, backtrack_steps=0.0)
+    assert (model.fit_steps, model.n_dual_steps, model.backtrack_steps) == (5, 3, 0)
+    assert all(type(value) is int for value in (model.fit_steps, model.n_dual_steps, model.backtrack_steps))
+    with pytest.raises(ValueError, match=r"fit_steps must be an integer >= 1, got 2\.5"):
+        build(cls, fit_steps=2.5)
+    with pytest.raises(ValueError, match=r"n_dual_steps must be an integer >= 1, got 0"):
+        build(cls, n_dual_steps=0)
+    with pytest.raises(ValueError, match=r"backtrack_steps must be an integer >= 0, got -1"):
+        build(cls, backtrack_steps=-1)
+    with pytest.raises(TypeError, match=r"fit_steps must be an integer >= 1, got True"):
+        build(cls, fit_steps=True)
+
+
 @pytest.mark.parametrize("fault", sorted(TASK_FAULTS))
 @pytest.mark.parametrize("cls", META_ALGORITHMS, ids=ids(META_ALGORITHMS))
 def test_sample_tasks_protocol_errors_say_what_was_returned(cls: type, fault: str) -> None:

@@ -9,7 +9,9 @@ import json
 
 import numpy as np
 import pytest
+import torch as th
 
+import sb3_safemeta
 from sb3_safemeta import MAMLCostPenalty, MetaCPO, MetaCRPO, SafeMetaDual
 from sb3_safemeta.common.hyperparams import load_hyperparams
 from sb3_safemeta.envs import SCENARIOS
@@ -85,6 +87,35 @@ def test_interrupted_run_resumes_bit_identical(tmp_path, monkeypatch):
     mtime = (directory / "meta_test.json").stat().st_mtime_ns
     run(spec, budget, tmp_path / "split", verbose=0)
     assert (directory / "meta_test.json").stat().st_mtime_ns == mtime
+
+
+def test_a_run_records_its_code_and_a_resume_with_other_code(tmp_path, monkeypatch):
+    """config.json says which code started the run; a resume on another commit warns and is recorded, not hidden."""
+    budget = dataclasses.replace(SMOKE, meta_iterations=2)
+    spec = RunSpec("MetaCPO", "SafeMetaHalfCheetahVel-v0", seed=0)
+    original = runs_module._write_atomic
+
+    def killed_after_first_iteration(path, text):
+        original(path, text)
+        if path.name == "state.json" and json.loads(text)["meta_iterations"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs_module, "_write_atomic", killed_after_first_iteration)
+    with pytest.raises(KeyboardInterrupt):
+        run(spec, budget, tmp_path, verbose=0)
+    monkeypatch.setattr(runs_module, "_write_atomic", original)
+    directory = run_directory(tmp_path, budget, spec)
+    started = json.loads((directory / "config.json").read_text())["code"]
+    assert started == runs_module.code_version()
+    assert started["sb3_safemeta"] == sb3_safemeta.__version__ and started["PyTorch"] == th.__version__
+
+    other = {**started, "git_commit": "0" * 40, "git_dirty": False}
+    monkeypatch.setattr(runs_module, "code_version", lambda: other)
+    with pytest.warns(UserWarning, match="resuming with code that may differ from the one the run started with"):
+        run(spec, budget, tmp_path, verbose=0)
+    config = json.loads((directory / "config.json").read_text())
+    assert config["code"] == started and config["code_on_resume"] == [other]
+    assert read_state(directory)["status"] == "done"
 
 
 def test_run_spec_validation():

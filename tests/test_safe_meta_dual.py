@@ -72,6 +72,11 @@ def test_safe_adapter_from_meta_takes_the_meta_policy_and_its_adaptation_hyperpa
     # the adaptation hyper-parameters come with the meta-policy
     assert (adapter.lambda_, adapter.lambda_c, adapter.delta_c, adapter.advantage_estimator) == (2.0, [3.0], 0.5, "mc")
     np.testing.assert_array_equal(adapter.cost_limit, [7.0])
+    # every A^s option and the rollout size, as the meta-model's own meta_test uses them (was: fit_scope, fit_steps,
+    # n_dual_steps and n_steps fell back on SafeAdapter's defaults: an actor fit on rollouts of 2048 steps)
+    assert adapter.adaptation == model.adaptation
+    assert (adapter.fit_scope, adapter.fit_steps, adapter.n_steps) == ("head", SMALL["fit_steps"], SMALL["n_steps"])
+    assert SafeAdapter.from_meta(tmp_path / "meta.zip", env=make_env(), fit_scope="actor", n_steps=64).n_steps == 64
 
 
 def test_discrete_actions_meta_iteration_and_save_load(tmp_path):

@@ -3,7 +3,7 @@ One run of the reproduction: (algorithm, scenario, seed, delta) meta-trained wit
 (the meta-training curve), then meta-tested. Each run owns a directory::
 
     <out>/runs/<budget>/<env id>/<algorithm>/seed<seed>_delta<delta>/
-        config.json      what the run is (budget, constructor arguments)
+        config.json      what the run is (budget, constructor arguments) and the code that made it
         checkpoint.zip   the model after the last validation (written atomically)
         state.json       meta-iterations done, meta-training seconds, status ("training" or "done")
         curve.csv        the meta-training curve (one row per validation)
@@ -23,7 +23,9 @@ import inspect
 import json
 import pathlib
 import re
+import subprocess
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -33,9 +35,10 @@ import torch as th
 from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import CSVOutputFormat, Logger
+from stable_baselines3.common.utils import get_system_info
 
 import sb3_safemeta.envs  # noqa: F401  (registers the scenarios)
-from sb3_safemeta import MAMLCostPenalty, MetaCPO, MetaCRPO, SafeMetaDual
+from sb3_safemeta import MAMLCostPenalty, MetaCPO, MetaCRPO, SafeMetaDual, __version__
 from sb3_safemeta.common.callbacks import MetaValidationCallback, StopTrainingOnMetaIterations, ValidationPoint
 from sb3_safemeta.common.evaluation import MetaTestReport, independent_episodes
 from sb3_safemeta.common.hyperparams import load_hyperparams
@@ -43,7 +46,7 @@ from sb3_safemeta.common.meta_algorithm import OnPolicyMetaAlgorithm
 from sb3_safemeta.common.run_dir import RunLock, RunLockedError, atomic_path, atomic_write_text, remove_stale_temporaries
 from sb3_safemeta.reproduce.budgets import Budget
 
-__all__ = ["ALGORITHMS", "RunSpec", "algorithm_kwargs", "run", "run_directory"]
+__all__ = ["ALGORITHMS", "RunSpec", "algorithm_kwargs", "code_version", "run", "run_directory"]
 
 ALGORITHMS: dict[str, type[OnPolicyMetaAlgorithm]] = {
     "SafeMetaDual": SafeMetaDual,
@@ -178,6 +181,31 @@ def _write_curve(directory: pathlib.Path, rows: list[dict[str, float]]) -> None:
 RunBusyError = RunLockedError  # another live process works on this run
 
 
+def code_version() -> dict[str, Any]:
+    """
+    :return: the code that makes a run: this package's version, its git commit and whether the checkout has
+        uncommitted changes (None outside a git checkout, e.g. an installed wheel), and SB3's system info
+        (Python, Stable-Baselines3, PyTorch, NumPy, Gymnasium versions)
+    """
+    package = pathlib.Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=package, capture_output=True, text=True, timeout=10, check=True)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".") if commit else None
+    return {
+        "sb3_safemeta": __version__,
+        "git_commit": commit,
+        "git_dirty": None if status is None else bool(status),
+        **get_system_info(print_info=False)[0],
+    }
+
+
 class RunConfigError(RuntimeError):
     """An unfinished run would resume with other hyper-parameters than it started with."""
 
@@ -206,6 +234,37 @@ def run(spec: RunSpec, budget: Budget, out: str | pathlib.Path, verbose: int = 1
     return directory
 
 
+def _record_resume(directory: pathlib.Path, name: str, verbose: int) -> None:
+    """
+    Before a run resumes: when the code may differ from the one that started the run (another version or git
+    commit, or uncommitted changes, which cannot be compared), warn and append the resuming code to ``config.json``
+    ("code_on_resume"), so that a figure drawn from the run can say which code made which part of it.
+    """
+    path = directory / "config.json"
+    if not path.exists():
+        return
+    config = json.loads(path.read_text())
+    now = code_version()
+    keys = ("sb3_safemeta", "git_commit", "git_dirty")
+    started = config.get("code")
+    same = started is not None and all(started.get(key) == now.get(key) for key in keys)
+    if same and not now["git_dirty"]:
+        return
+    config.setdefault("code_on_resume", []).append(now)
+    _write_atomic(path, json.dumps(config, indent=1))
+
+    def describe(code: dict[str, Any] | None) -> str:
+        return "unrecorded" if code is None else ", ".join(f"{key} {code.get(key)}" for key in keys)
+
+    message = (
+        f"[{name}] resuming with code that may differ from the one the run started with"
+        f" ({describe(started)}; now {describe(now)})"
+    )
+    warnings.warn(message, stacklevel=3)
+    if verbose:
+        print(message, flush=True)
+
+
 def _run_locked(spec: RunSpec, budget: Budget, directory: pathlib.Path, state: dict[str, Any] | None, verbose: int) -> None:
     th.set_num_threads(1)
     algorithm = ALGORITHMS[spec.algorithm]
@@ -227,6 +286,7 @@ def _run_locked(spec: RunSpec, budget: Budget, directory: pathlib.Path, state: d
                 f"{directory} was started with other constructor arguments ({', '.join(changed)}: the yml changed since);"
                 " delete the run directory to redo it with the current ones"
             )
+        _record_resume(directory, name, verbose)
         model = algorithm.load(checkpoint, env=env, device="cpu")
         seconds_before = float(state["train_seconds"])
         cpu_before = float(state.get("cpu_seconds", 0.0))
@@ -240,6 +300,7 @@ def _run_locked(spec: RunSpec, budget: Budget, directory: pathlib.Path, state: d
             "spec": asdict(spec),
             "budget": budget.as_dict(),
             "kwargs": current,
+            "code": code_version(),
         }
         _write_atomic(directory / "config.json", json.dumps(config, indent=1))
         if verbose:

@@ -8,6 +8,7 @@ steps is the meta-test of Section 5.1 (anytime safety, Corollary 1). Docs: docs/
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import pathlib
 import warnings
@@ -32,7 +33,8 @@ from sb3_safemeta.safe_adapter.policies import MlpPolicy
 
 SelfSafeAdapter = TypeVar("SelfSafeAdapter", bound="SafeAdapter")
 # the rare-cost options of A^s that from_meta carries over from a saved model
-_MARGIN = ("cost_confidence", "cost_bound", "episode_cost_range", "lambda_c_rule", "visitation_constant")
+# the A^s options a saved SafeMetaDual or SafeAdapter carries (from_meta reuses them)
+_ADAPTATION_OPTIONS = tuple(field.name for field in dataclasses.fields(AdaptationOptions))
 
 
 class SafeAdapter(SafeAdaptationMixin, OnPolicyCostAlgorithm):
@@ -326,9 +328,10 @@ class SafeAdapter(SafeAdaptationMixin, OnPolicyCostAlgorithm):
         **kwargs: Any,
     ) -> SelfSafeAdapter:
         """
-        Start a safe adaptation from a saved policy: a SafeMetaDual meta-policy (its adaptation
-        hyper-parameters and its meta-test settings ``test_adaptation`` are reused unless overridden), a
-        SafeAdapter, or a plain SB3 PPO/TRPO ``MlpPolicy`` zip (same default network, 2x64 tanh: its actor and
+        Start a safe adaptation from a saved policy: a SafeMetaDual meta-policy (all its A^s options, its
+        ``n_steps``, discount and advantage estimator, then its meta-test settings ``test_adaptation``, are reused
+        unless overridden: the adapter is the one its ``meta_test`` builds), a SafeAdapter (the same), or a plain
+        SB3 PPO/TRPO ``MlpPolicy`` zip (its ``gamma`` and ``gae_lambda``) (same default network, 2x64 tanh: its actor and
         value weights are loaded, the cost-value heads start fresh).
 
         :param path: the zip file
@@ -340,11 +343,12 @@ class SafeAdapter(SafeAdaptationMixin, OnPolicyCostAlgorithm):
         data, params, _ = load_from_zip_file(path, device=device)
         if data is None or "policy" not in (params or {}):
             raise ValueError(f"{path!s} is not an SB3 model zip with policy weights")
-        saved: dict[str, Any] = {
-            key: data[key]
-            for key in ("cost_limit", "lambda_", "lambda_c", "delta_c", "gamma", "gae_lambda", "advantage_estimator", *_MARGIN)
-            if key in data
-        }
+        # a model of this package (it has lambda_) brings all its A^s options and its rollout size, as its own
+        # meta_test uses them; a PPO/TRPO zip brings its discount and GAE lambda only (its normalize_advantage and
+        # n_steps are PPO's settings, not A^s ones)
+        ours = (*_ADAPTATION_OPTIONS, "n_steps") if "lambda_" in data else ()
+        keys = (*ours, "cost_limit", "gamma", "gae_lambda", "advantage_estimator")
+        saved: dict[str, Any] = {key: data[key] for key in keys if key in data}
         policy_kwargs = dict(data.get("policy_kwargs") or {})
         policy_kwargs.pop("n_costs", None)
         # a SafeMetaDual's meta-test settings (its ``test_adaptation``) are the adaptation to a new task

@@ -18,7 +18,7 @@ import numpy as np
 
 from sb3_safemeta.common.adaptation.confidence import check_margin
 from sb3_safemeta.common.adaptation.dual import DUAL_SOLVERS
-from sb3_safemeta.common.validation import as_cost_vector, check_positive
+from sb3_safemeta.common.validation import as_cost_vector, check_int, check_positive
 
 __all__ = ["FIT_SCOPES", "LAMBDA_C_RULES", "AdaptationOptions", "SafeAdaptationMixin"]
 
@@ -94,11 +94,9 @@ class AdaptationOptions:
             raise ValueError(f"fit_scope must be one of {FIT_SCOPES}, got {self.fit_scope!r}")
         check_positive(self.beta, "beta")
         check_positive(self.dual_tol, "dual_tol")
-        for name in ("n_dual_steps", "fit_steps", "backtrack_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise TypeError(f"{name} must be an integer, got {value!r}")
-            check_positive(float(value), name, strict=name != "backtrack_steps")
+        # the project's integer rule (check_int: 10.0 is 10, 0.5 and True are errors), as for every other count
+        for name, minimum in (("n_dual_steps", 1), ("fit_steps", 1), ("backtrack_steps", 0)):
+            object.__setattr__(self, name, check_int(getattr(self, name), name, minimum))  # frozen dataclass
         for name in ("lambda_c", "delta_c"):  # the shape is checked against p by check_channels
             as_cost_vector(getattr(self, name), np.size(getattr(self, name)), name, allow_negative=False)
 
