@@ -184,7 +184,8 @@ RunBusyError = RunLockedError  # another live process works on this run
 def code_version() -> dict[str, Any]:
     """
     :return: the code that makes a run: this package's version, its git commit and whether the checkout has
-        uncommitted changes (None outside a git checkout, e.g. an installed wheel), and SB3's system info
+        uncommitted changes in the package (None outside a git checkout of it, e.g. an installed wheel), and SB3's
+        system info
         (Python, Stable-Baselines3, PyTorch, NumPy, Gymnasium versions)
     """
     package = pathlib.Path(__file__).resolve().parents[1]
@@ -196,7 +197,10 @@ def code_version() -> dict[str, Any]:
             return None
         return done.stdout.strip()
 
-    commit = git("rev-parse", "HEAD")
+    # only a checkout that tracks this package (an installed copy inside some other repository, e.g. a venv in a
+    # project's tree, would report that project's commit)
+    tracked = bool(git("ls-files", "--", "__init__.py"))
+    commit = git("rev-parse", "HEAD") if tracked else None
     status = git("status", "--porcelain", "--untracked-files=no", "--", ".") if commit else None
     return {
         "sb3_safemeta": __version__,
