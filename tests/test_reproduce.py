@@ -53,23 +53,27 @@ def test_figure1_smoke(tmp_path):
     assert all(float(row["normalized"]) == pytest.approx(1.0) for row in times if row["algorithm"] == "MetaCPO")
 
 
-def test_interrupted_run_resumes_bit_identical(tmp_path, monkeypatch):
-    """A run killed after its first checkpoint resumes from it and ends exactly as an uninterrupted run."""
-    budget = dataclasses.replace(SMOKE, meta_iterations=3)
-    spec = RunSpec("SafeMetaDual", "SafeMetaHalfCheetahVel-v0", seed=3)
-    run(spec, budget, tmp_path / "whole", verbose=0)
-
+def interrupt_after_first_iteration(spec, budget, out, monkeypatch) -> None:
+    """Run ``spec`` and stop it, as if the process were killed, right after its first meta-iteration's state is saved."""
     original = runs_module._write_atomic
 
     def killed_after_first_iteration(path, text):
         original(path, text)
         if path.name == "state.json" and json.loads(text)["meta_iterations"] == 1:
-            raise KeyboardInterrupt  # as if the process were stopped here
+            raise KeyboardInterrupt
 
     monkeypatch.setattr(runs_module, "_write_atomic", killed_after_first_iteration)
     with pytest.raises(KeyboardInterrupt):
-        run(spec, budget, tmp_path / "split", verbose=0)
+        run(spec, budget, out, verbose=0)
     monkeypatch.setattr(runs_module, "_write_atomic", original)
+
+
+def test_interrupted_run_resumes_bit_identical(tmp_path, monkeypatch):
+    """A run killed after its first checkpoint resumes from it and ends exactly as an uninterrupted run."""
+    budget = dataclasses.replace(SMOKE, meta_iterations=3)
+    spec = RunSpec("SafeMetaDual", "SafeMetaHalfCheetahVel-v0", seed=3)
+    run(spec, budget, tmp_path / "whole", verbose=0)
+    interrupt_after_first_iteration(spec, budget, tmp_path / "split", monkeypatch)
     directory = run_directory(tmp_path / "split", budget, spec)
     assert read_state(directory)["status"] == "training" and read_state(directory)["meta_iterations"] == 1
     run(spec, budget, tmp_path / "split", verbose=0)
@@ -93,17 +97,7 @@ def test_a_run_records_its_code_and_a_resume_with_other_code(tmp_path, monkeypat
     """config.json says which code started the run; a resume on another commit warns and is recorded, not hidden."""
     budget = dataclasses.replace(SMOKE, meta_iterations=2)
     spec = RunSpec("MetaCPO", "SafeMetaHalfCheetahVel-v0", seed=0)
-    original = runs_module._write_atomic
-
-    def killed_after_first_iteration(path, text):
-        original(path, text)
-        if path.name == "state.json" and json.loads(text)["meta_iterations"] == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(runs_module, "_write_atomic", killed_after_first_iteration)
-    with pytest.raises(KeyboardInterrupt):
-        run(spec, budget, tmp_path, verbose=0)
-    monkeypatch.setattr(runs_module, "_write_atomic", original)
+    interrupt_after_first_iteration(spec, budget, tmp_path, monkeypatch)
     directory = run_directory(tmp_path, budget, spec)
     started = json.loads((directory / "config.json").read_text())["code"]
     assert started == runs_module.code_version()
@@ -202,17 +196,7 @@ def test_resume_refuses_changed_hyperparameters(tmp_path, monkeypatch):
     """An unfinished run does not resume silently with other constructor arguments (e.g. a recalibrated lambda)."""
     budget = dataclasses.replace(SMOKE, meta_iterations=2)
     spec = RunSpec("SafeMetaDual", "SafeMetaHalfCheetahVel-v0", seed=1)
-    original = runs_module._write_atomic
-
-    def killed(path, text):
-        original(path, text)
-        if path.name == "state.json" and json.loads(text)["meta_iterations"] == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(runs_module, "_write_atomic", killed)
-    with pytest.raises(KeyboardInterrupt):
-        run(spec, budget, tmp_path, verbose=0)
-    monkeypatch.setattr(runs_module, "_write_atomic", original)
+    interrupt_after_first_iteration(spec, budget, tmp_path, monkeypatch)
     changed = runs_module.algorithm_kwargs
 
     def other_lambda(spec, budget):

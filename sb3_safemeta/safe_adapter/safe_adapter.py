@@ -8,7 +8,6 @@ steps is the meta-test of Section 5.1 (anytime safety, Corollary 1). Docs: docs/
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import pathlib
 import warnings
@@ -24,7 +23,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 
 from sb3_safemeta.common.adaptation.confidence import min_episodes
 from sb3_safemeta.common.adaptation.episodes import steps_for_episodes
-from sb3_safemeta.common.adaptation.options import AdaptationOptions, SafeAdaptationMixin
+from sb3_safemeta.common.adaptation.options import OPTION_NAMES, AdaptationOptions, SafeAdaptationMixin
 from sb3_safemeta.common.adaptation.parametric import ParametricAdaptResult, adapt_on_rollout, default_episode_cost_range
 from sb3_safemeta.common.on_policy_cost_algorithm import OnPolicyCostAlgorithm
 from sb3_safemeta.common.rollout_data import ADVANTAGE_ESTIMATORS, RolloutData
@@ -32,9 +31,6 @@ from sb3_safemeta.common.validation import check_int
 from sb3_safemeta.safe_adapter.policies import MlpPolicy
 
 SelfSafeAdapter = TypeVar("SelfSafeAdapter", bound="SafeAdapter")
-# the rare-cost options of A^s that from_meta carries over from a saved model
-# the A^s options a saved SafeMetaDual or SafeAdapter carries (from_meta reuses them)
-_ADAPTATION_OPTIONS = tuple(field.name for field in dataclasses.fields(AdaptationOptions))
 
 
 class SafeAdapter(SafeAdaptationMixin, OnPolicyCostAlgorithm):
@@ -331,8 +327,8 @@ class SafeAdapter(SafeAdaptationMixin, OnPolicyCostAlgorithm):
         Start a safe adaptation from a saved policy: a SafeMetaDual meta-policy (all its A^s options, its
         ``n_steps``, discount and advantage estimator, then its meta-test settings ``test_adaptation``, are reused
         unless overridden: the adapter is the one its ``meta_test`` builds), a SafeAdapter (the same), or a plain
-        SB3 PPO/TRPO ``MlpPolicy`` zip (its ``gamma`` and ``gae_lambda``) (same default network, 2x64 tanh: its actor and
-        value weights are loaded, the cost-value heads start fresh).
+        SB3 PPO/TRPO ``MlpPolicy`` zip (its ``gamma`` and ``gae_lambda``; the same default network, 2x64 tanh: its
+        actor and value weights are loaded, the cost-value heads start fresh).
 
         :param path: the zip file
         :param env: the task environment (must report ``info["cost"]``)
@@ -346,7 +342,7 @@ class SafeAdapter(SafeAdaptationMixin, OnPolicyCostAlgorithm):
         # a model of this package (it has lambda_) brings all its A^s options and its rollout size, as its own
         # meta_test uses them; a PPO/TRPO zip brings its discount and GAE lambda only (its normalize_advantage and
         # n_steps are PPO's settings, not A^s ones)
-        ours = (*_ADAPTATION_OPTIONS, "n_steps") if "lambda_" in data else ()
+        ours = (*OPTION_NAMES, "n_steps") if "lambda_" in data else ()
         keys = (*ours, "cost_limit", "gamma", "gae_lambda", "advantage_estimator")
         saved: dict[str, Any] = {key: data[key] for key in keys if key in data}
         policy_kwargs = dict(data.get("policy_kwargs") or {})

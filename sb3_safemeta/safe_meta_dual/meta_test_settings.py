@@ -8,11 +8,10 @@ kept 91% of the explored policies within d (docs/modules/safe_meta_dual.md, "Rar
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from typing import Any
 
-from sb3_safemeta.common.adaptation.options import AdaptationOptions
+from sb3_safemeta.common.adaptation.options import OPTION_NAMES, AdaptationOptions
 from sb3_safemeta.common.validation import check_int
 from sb3_safemeta.safe_adapter import SafeAdapter
 
@@ -46,8 +45,7 @@ def check_test_adaptation(test_adaptation: dict[str, Any] | None) -> dict[str, A
             f"(e.g. lambda_c, n_steps, cost_confidence) or min_episodes"
         )
     # the values of A^s's own options are checked now, not at the first meta-test (the others by SafeAdapter there)
-    fields = {field.name for field in dataclasses.fields(AdaptationOptions)}
-    AdaptationOptions(**{key: value for key, value in test_adaptation.items() if key in fields})
+    AdaptationOptions(**{key: value for key, value in test_adaptation.items() if key in OPTION_NAMES})
     settings = dict(test_adaptation)
     if settings.get("min_episodes") is not None:
         settings["min_episodes"] = check_int(settings["min_episodes"], "test_adaptation['min_episodes']")

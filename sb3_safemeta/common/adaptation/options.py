@@ -20,7 +20,7 @@ from sb3_safemeta.common.adaptation.confidence import check_margin
 from sb3_safemeta.common.adaptation.dual import DUAL_SOLVERS
 from sb3_safemeta.common.validation import as_cost_vector, check_int, check_positive
 
-__all__ = ["FIT_SCOPES", "LAMBDA_C_RULES", "AdaptationOptions", "SafeAdaptationMixin"]
+__all__ = ["FIT_SCOPES", "LAMBDA_C_RULES", "OPTION_NAMES", "AdaptationOptions", "SafeAdaptationMixin"]
 
 FIT_SCOPES = ("actor", "head", "hybrid")
 LAMBDA_C_RULES = (None, "prop4")
@@ -125,6 +125,10 @@ class AdaptationOptions:
     def as_dict(self) -> dict[str, Any]:
         """:return: the options as constructor arguments of ``SafeAdapter`` (and ``SafeMetaDual``)"""
         return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
+
+# the constructor arguments of SafeAdapter and SafeMetaDual that are A^s options (saved in their zips)
+OPTION_NAMES: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(AdaptationOptions))
 
 
 class SafeAdaptationMixin:

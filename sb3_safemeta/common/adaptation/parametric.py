@@ -447,12 +447,13 @@ def _hybrid_dual(
     :return: the multipliers of the accepted actor fit (a point ``actor_oracle`` has fitted)
     """
     solution = solve(head_oracle, params, u0)
-    if not np.all(np.isfinite(head_oracle.fit_at(solution.u)[1])):  # a degenerate head fit models nothing
+    head_cost = head_oracle.fit_at(solution.u)[1]
+    if not np.all(np.isfinite(head_cost)):  # a degenerate head fit models nothing
         return solve(actor_oracle, params, u0)
     actor_cost = actor_oracle(solution.u)
     if np.all(actor_cost <= tolerant_bound):
         return solution
-    offset = actor_cost - head_oracle.fit_at(solution.u)[1]
+    offset = actor_cost - head_cost
     if np.all(offset >= 0.0):
         solution = solve(head_oracle, dataclasses.replace(params, cost_limit=params.cost_limit - offset), solution.u)
         if np.all(actor_oracle(solution.u) <= tolerant_bound):
