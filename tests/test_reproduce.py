@@ -49,7 +49,13 @@ def test_figure1_smoke(tmp_path):
     assert state_before == state_after
     with open(tmp_path / "figure2.csv", newline="") as file_handler:
         times = list(csv.DictReader(file_handler))
-    assert len(times) == 2 * 4 * 2
+    # per run: a meta-iteration, a meta-test step with its rollout, and the adaptation step alone (part of the latter)
+    assert len(times) == 2 * 4 * 3
+    for algorithm in ("SafeMetaDual", "MAMLCostPenalty", "MetaCPO", "MetaCRPO"):
+        for env_id in ("SafeMetaHalfCheetahVel-v0", "SafeMetaPointCircle-v0"):
+            run_times = [row for row in times if (row["algorithm"], row["env"]) == (algorithm, env_id)]
+            seconds = {row["phase"]: float(row["seconds"]) for row in run_times}
+            assert 0.0 < seconds["adaptation"] < seconds["meta-test"], (algorithm, env_id, seconds)
     assert all(float(row["normalized"]) == pytest.approx(1.0) for row in times if row["algorithm"] == "MetaCPO")
 
 
@@ -110,6 +116,40 @@ def test_a_run_records_its_code_and_a_resume_with_other_code(tmp_path, monkeypat
     config = json.loads((directory / "config.json").read_text())
     assert config["code"] == started and config["code_on_resume"] == [other]
     assert read_state(directory)["status"] == "done"
+
+
+def test_redo_meta_test_keeps_meta_training_and_redoes_only_other_codes_tests(tmp_path, monkeypatch):
+    """
+    --redo-meta-test: a run whose meta-test was made by the current code is left alone; one made by other code does
+    its meta-test again from the final meta-policy (same meta-training, same checkpoint), keeping the previous report.
+    The meta-test is deterministic, so the redone report equals the previous one.
+    """
+    budget = dataclasses.replace(SMOKE, meta_iterations=2)
+    spec = RunSpec("MetaCRPO", "SafeMetaHalfCheetahVel-v0", seed=0)
+    first = {**runs_module.code_version(), "git_commit": "1" * 40, "git_dirty": False}
+    monkeypatch.setattr(runs_module, "code_version", lambda: first)
+    directory = run(spec, budget, tmp_path, verbose=0)
+    files = {name: (directory / name).read_bytes() for name in ("checkpoint.zip", "curve.csv", "state.json", "meta_test.json")}
+    assert json.loads(files["state.json"])["meta_test_code"]["git_commit"] == "1" * 40
+
+    run(spec, budget, tmp_path, verbose=0, redo_meta_test=True)  # same code: nothing is redone
+    assert {name: (directory / name).read_bytes() for name in files} == files
+
+    second = {**first, "git_commit": "2" * 40}
+    monkeypatch.setattr(runs_module, "code_version", lambda: second)
+    with pytest.warns(UserWarning, match="resuming with code"):
+        run(spec, budget, tmp_path, verbose=0, redo_meta_test=True)
+    assert (directory / "checkpoint.zip").read_bytes() == files["checkpoint.zip"]
+    assert (directory / "curve.csv").read_bytes() == files["curve.csv"]
+    assert (directory / "meta_test_previous.json").read_bytes() == files["meta_test.json"]
+    assert (directory / "state_previous.json").read_bytes() == files["state.json"]
+    state = read_state(directory)
+    assert state["status"] == "done" and state["meta_test_code"]["git_commit"] == "2" * 40
+    assert state["meta_iterations"] == 2 and state["train_seconds"] == json.loads(files["state.json"])["train_seconds"]
+    previous, redone = (json.loads((directory / name).read_text()) for name in ("meta_test_previous.json", "meta_test.json"))
+    for key in ("returns", "costs", "eval_returns", "eval_costs"):
+        assert redone[key] == previous[key], key
+    assert json.loads((directory / "config.json").read_text())["code_on_resume"] == [second]
 
 
 def test_run_spec_validation():

@@ -561,6 +561,7 @@ def _report_row(report: Any, row: int) -> SimpleNamespace:
         **{name: None if getattr(report, name) is None else getattr(report, name)[row : row + 1] for name in fields},
         # the worker's evaluation time, shared evenly by its tasks (summed over workers by the caller)
         eval_seconds=float(getattr(report, "eval_seconds", 0.0)) / report.returns.shape[0],
+        adapt_seconds=float(getattr(report, "adapt_seconds", 0.0)) / report.returns.shape[0],
     )
 
 

@@ -94,7 +94,7 @@ def make_evaluation_env(env: VecEnv, seed: int) -> VecEnv:
 def independent_episodes(model: Any, n_eval_episodes: int) -> dict[str, Any]:
     """
     :return: the ``meta_test`` argument asking ``model`` for ``n_eval_episodes`` independent episodes per explored
-        policy, or nothing when its ``meta_test`` has no such parameter (the baselines report rollouts only)
+        policy, or nothing when its ``meta_test`` has no such parameter (an algorithm of another package)
     """
     return {"n_eval_episodes": n_eval_episodes} if "n_eval_episodes" in inspect.signature(model.meta_test).parameters else {}
 
@@ -119,6 +119,10 @@ class MetaTestReport:
     :param eval_seconds: time spent on those independent episodes (wall time in-process, summed over the workers
         with ``n_workers``): part of the meta-test's time but not of the adaptation's; subtract it to time the
         algorithm
+    :param adapt_seconds: wall time of the adaptation steps alone, summed over tasks and steps: the time from one
+        rollout of a chain to the next, less that rollout's collection (environment steps and the policy's actions)
+        and the independent episodes; what remains is the algorithm's own computation (advantages, the step, the
+        critic refits). Figure 2's "adaptation step without rollouts" is ``adapt_seconds / (n_tasks * K)``
     """
 
     returns: np.ndarray
@@ -132,6 +136,7 @@ class MetaTestReport:
     n_eval_episodes: int = 0
     cost_confidence: float | None = None
     eval_seconds: float = 0.0
+    adapt_seconds: float = 0.0
 
     @property
     def n_tasks(self) -> int:
@@ -255,6 +260,7 @@ class MetaTestReport:
             "safe_fraction": self.safe_fraction,
             "n_eval_episodes": self.n_eval_episodes,
             "eval_seconds": self.eval_seconds,
+            "adapt_seconds": self.adapt_seconds,
             "cost_confidence": self.cost_confidence,
         }
         for name in ("eval_returns", "eval_costs", "eval_cost_bounds"):
@@ -285,6 +291,7 @@ class MetaTestReport:
             eval_cost_bounds=optional("eval_cost_bounds"),
             n_eval_episodes=int(payload.get("n_eval_episodes", 0)),
             eval_seconds=float(payload.get("eval_seconds", 0.0)),
+            adapt_seconds=float(payload.get("adapt_seconds", 0.0)),
             cost_confidence=payload.get("cost_confidence"),
         )
 

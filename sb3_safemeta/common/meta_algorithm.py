@@ -23,10 +23,11 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import safe_mean, set_random_seed
+from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_safemeta.common.callbacks import call_meta_iteration_end
 from sb3_safemeta.common.distributed import TaskParallelMixin, check_n_workers
-from sb3_safemeta.common.evaluation import MetaTestReport
+from sb3_safemeta.common.evaluation import MetaTestReport, evaluate_policy_cost, make_evaluation_env
 from sb3_safemeta.common.on_policy_cost_algorithm import OnPolicyCostAlgorithm
 from sb3_safemeta.common.rollout_data import ADVANTAGE_ESTIMATORS, RolloutData
 from sb3_safemeta.common.tasks import Task, check_sampled_tasks, check_task_distribution, task_cost_limit
@@ -396,6 +397,54 @@ class OnPolicyMetaAlgorithm(TaskParallelMixin, OnPolicyCostAlgorithm):
         finally:
             self.num_timesteps, self.ep_info_buffer, self.ep_success_buffer, self.ep_cost_buffer = saved
 
+    def _independent_evaluation(
+        self,
+        current_policy: Callable[[], BasePolicy],
+        n_eval_episodes: int,
+        eval_env: VecEnv | None,
+        eval_confidence: float,
+        cost_range: float | None,
+        seed: int,
+    ) -> Callable[[Task], tuple[float, np.ndarray, np.ndarray | None]] | None:
+        """
+        The independent episodes by which ``meta_test`` measures every explored policy, besides the rollout the
+        next step is fitted on (that rollout's own estimate is biased towards "safe": a step is fitted to keep it
+        within d). The same for every algorithm, so that their anytime safety is compared on equal terms.
+
+        :param current_policy: returns the chain's current policy pi_[k]
+        :param n_eval_episodes: episodes per explored policy (stochastic actions: the exploring policy itself); 0: none
+        :param eval_env: the VecEnv of those episodes (None: a new one of the training env's registered id)
+        :param eval_confidence: confidence level of the DKW upper bound of each policy's expected episode cost
+        :param cost_range: R, the largest possible episode cost, for that bound (None: no bound)
+        :param seed: seed of the evaluation env
+        :return: task -> (mean return, mean episode cost (p,), upper bound (p,) or None); None when
+            ``n_eval_episodes`` is 0
+        """
+        from sb3_safemeta.common.adaptation.confidence import episode_cost_upper_bound
+
+        if isinstance(n_eval_episodes, bool) or not isinstance(n_eval_episodes, (int, np.integer)) or n_eval_episodes < 0:
+            raise ValueError(f"n_eval_episodes must be an integer >= 0, got {n_eval_episodes!r}")
+        check_in_range(eval_confidence, "eval_confidence", 0.0, 1.0, low_open=True, high_open=True)
+        if n_eval_episodes == 0:
+            return None
+        environment = eval_env if eval_env is not None else make_evaluation_env(self.env, seed + 1)  # type: ignore[arg-type]
+
+        def evaluate(task: Task) -> tuple[float, np.ndarray, np.ndarray | None]:
+            # the measurement leaves the chain as it was: its random state is restored after the episodes, so the
+            # rollouts and steps are the same with or without them (and with any n_eval_episodes)
+            numpy_state = np.random.get_state()
+            with th.random.fork_rng(devices=[]):
+                environment.env_method("set_task", task)
+                # episodes seeded from the chain's generators (seeded per task): the same on a Ray worker
+                environment.seed(int(np.random.randint(2**31 - 1)))
+                policy = current_policy()
+                returns, costs = evaluate_policy_cost(policy, environment, n_eval_episodes, self.n_costs, deterministic=False)
+            np.random.set_state(numpy_state)
+            bound = None if cost_range is None else episode_cost_upper_bound(costs, eval_confidence, cost_range)
+            return float(returns.mean()), costs.mean(axis=0), bound
+
+        return evaluate
+
     def _run_meta_test(
         self,
         tasks: list[Task],
@@ -419,7 +468,8 @@ class OnPolicyMetaAlgorithm(TaskParallelMixin, OnPolicyCostAlgorithm):
             chain's current policy on independent episodes; called after each rollout, while pi_[k] is current
         :param n_eval_episodes: the episodes ``evaluate`` runs (for the report)
         :param eval_confidence: the confidence level of the bounds ``evaluate`` returns (for the report)
-        :return: the report (mean episode return and cost of every explored policy)
+        :return: the report (mean episode return and cost of every explored policy; ``adapt_seconds``, the time of
+            the adaptation steps alone: the chain's time less its rollouts' collection and the independent episodes)
         """
         shape = (len(tasks), n_adapt_steps + 1)
         returns, costs = np.zeros(shape), np.zeros((*shape, self.n_costs))
@@ -428,7 +478,7 @@ class OnPolicyMetaAlgorithm(TaskParallelMixin, OnPolicyCostAlgorithm):
             np.zeros((*shape, self.n_costs)),
             np.zeros((*shape, self.n_costs)),
         )
-        has_bounds, eval_seconds = True, 0.0
+        has_bounds, eval_seconds, adapt_seconds = True, 0.0, 0.0
         limits = np.zeros((len(tasks), self.n_costs))
         worker_reports = self._meta_test_reports(tasks)  # None in-process; else one report per task, from the workers
         for index, task in enumerate(tasks):
@@ -442,10 +492,14 @@ class OnPolicyMetaAlgorithm(TaskParallelMixin, OnPolicyCostAlgorithm):
                     has_bounds = has_bounds and row.eval_cost_bounds is not None
                     if row.eval_cost_bounds is not None:
                         eval_bounds[index] = row.eval_cost_bounds[0]
+                adapt_seconds += row.adapt_seconds
             else:
                 self._seed_meta_test_task(index)  # each chain seeded from (seed, task index): the same on a worker
                 with self._naming_step_sizes():
+                    resumed = time.perf_counter()
                     for step, rollout in enumerate(adaptation_chain(task, limits[index].copy())):
+                        if step > 0:  # since the chain resumed: step k-1 of the algorithm, then pi_[k]'s rollout
+                            adapt_seconds += time.perf_counter() - resumed - rollout.collect_seconds
                         returns[index, step], costs[index, step] = rollout.episode_return, rollout.episode_cost
                         if evaluate is not None:
                             start = time.perf_counter()
@@ -454,12 +508,14 @@ class OnPolicyMetaAlgorithm(TaskParallelMixin, OnPolicyCostAlgorithm):
                             has_bounds = has_bounds and bound is not None
                             if bound is not None:
                                 eval_bounds[index, step] = bound
+                        resumed = time.perf_counter()
             if verbose:
                 line = f"task {index}: returns {np.round(returns[index], 1).tolist()} max cost {costs[index, :, 0].max():.1f}"
                 if evaluate is not None:
                     line += f" (independent episodes: max cost {eval_costs[index, :, 0].max():.1f})"
                 print(line)
         report = MetaTestReport(returns, costs, limits, tasks=list(tasks), label=type(self).__name__)
+        report.adapt_seconds = adapt_seconds
         if evaluate is not None:
             report.eval_returns, report.eval_costs, report.n_eval_episodes = eval_returns, eval_costs, n_eval_episodes
             report.eval_seconds = eval_seconds

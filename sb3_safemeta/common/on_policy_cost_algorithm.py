@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import pathlib
+import time
 import zipfile
 from collections import deque
 from collections.abc import Sequence
@@ -303,6 +304,7 @@ class OnPolicyCostAlgorithm(OnPolicyAlgorithm):
         self.rollout_episode_returns: list[float] = []
         self.rollout_episode_costs: list[np.ndarray] = []
         self.rollout_episode_lengths: list[int] = []
+        self.rollout_seconds = 0.0  # wall time of the last collect_rollouts (RolloutData.collect_seconds)
         self._reset_episode_accounting()
 
     def _reset_episode_accounting(self) -> None:
@@ -370,6 +372,7 @@ class OnPolicyCostAlgorithm(OnPolicyAlgorithm):
         """
         assert self._last_obs is not None, "No previous observation was provided"
         assert isinstance(rollout_buffer, CostRolloutBuffer)
+        start = time.perf_counter()
         _check_step(self._last_obs)
         self.policy.set_training_mode(False)
         rollout_buffer.reset()
@@ -439,6 +442,7 @@ class OnPolicyCostAlgorithm(OnPolicyAlgorithm):
         rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones, last_cost_values=cost_values)
         callback.update_locals(locals())
         callback.on_rollout_end()
+        self.rollout_seconds = time.perf_counter() - start
         return True
 
     def _bootstraps_with_critic(self) -> bool:
@@ -462,13 +466,15 @@ class OnPolicyCostAlgorithm(OnPolicyAlgorithm):
         :param advantage_estimator: ``"gae"`` or ``"mc"`` (see :class:`RolloutData`)
         :return: the rollout just collected, flattened, with this rollout's completed episodes
         """
-        return RolloutData.from_buffer(
+        rollout = RolloutData.from_buffer(
             self.rollout_buffer,
             self.rollout_episode_returns,
             self.rollout_episode_costs,
             self.rollout_episode_lengths,
             advantage_estimator,
         )
+        rollout.collect_seconds = self.rollout_seconds
+        return rollout
 
     def train_critics(self, n_epochs: int, batch_size: int, optimizer: th.optim.Optimizer) -> None:
         """
@@ -531,4 +537,5 @@ class OnPolicyCostAlgorithm(OnPolicyAlgorithm):
             "rollout_episode_returns",
             "rollout_episode_costs",
             "rollout_episode_lengths",
+            "rollout_seconds",
         ]

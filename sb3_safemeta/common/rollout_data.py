@@ -60,6 +60,9 @@ class RolloutData:
     # the rollout's shape, for the message when no episode was completed (0: unknown)
     n_steps: int = 0
     n_envs: int = 0
+    # wall time of the rollout's collection (environment steps and the policy's actions), for the meta-test's
+    # timing of the adaptation step alone (MetaTestReport.adapt_seconds)
+    collect_seconds: float = 0.0
 
     @classmethod
     def from_buffer(

@@ -20,6 +20,7 @@ import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
+from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
@@ -428,6 +429,10 @@ class MetaCRPO(OnPolicyMetaAlgorithm):
         save_path: str | pathlib.Path | None = None,
         verbose: int = 0,
         n_workers: int | None = None,
+        n_eval_episodes: int = 10,
+        eval_env: VecEnv | None = None,
+        eval_confidence: float = 0.9,
+        eval_cost_range: float | None = None,
     ) -> MetaTestReport:
         """
         Adapt the meta-policy to unseen tasks by CRPO: pi_[0] = pi_phi, pi_[k+1] = CRPO(pi_[k]) on a rollout of
@@ -441,6 +446,13 @@ class MetaCRPO(OnPolicyMetaAlgorithm):
         :param verbose: print one line per task
         :param n_workers: run the test tasks on this many Ray workers (None: the model's ``n_workers``); the
             report is the same for any number (each task's chain is seeded from ``seed`` and its index)
+        :param n_eval_episodes: independent episodes of every explored policy (stochastic actions), besides its
+            training rollout; 0 skips them. The same measurement as SafeMetaDual's, so that the four algorithms'
+            anytime safety is compared on equal terms (Section 5.1)
+        :param eval_env: the VecEnv of those episodes (default: a new one of the training env's registered id)
+        :param eval_confidence: confidence level of the DKW upper bound of each explored policy's expected episode
+            cost (reported only with ``eval_cost_range``)
+        :param eval_cost_range: R, the largest possible episode cost, for that bound (default: no bound)
         :return: the anytime-safety report (mean episode return and cost of every explored policy pi_[k])
         """
         self._check_meta_test(n_adapt_steps)
@@ -456,8 +468,13 @@ class MetaCRPO(OnPolicyMetaAlgorithm):
                 if step < n_adapt_steps:
                     self.step_on_rollout(self.task_policy, rollout, cost_limit)
 
+        evaluate = self._independent_evaluation(
+            lambda: self.task_policy, n_eval_episodes, eval_env, eval_confidence, eval_cost_range, seed
+        )
         with self._off_the_record(seed) as callback:
-            return self._run_meta_test(tasks, n_adapt_steps, adaptation_chain, save_path, verbose)
+            return self._run_meta_test(
+                tasks, n_adapt_steps, adaptation_chain, save_path, verbose, evaluate, n_eval_episodes, eval_confidence
+            )
 
     # ------------------------------------------------------------------ SB3 plumbing
     def _excluded_save_params(self) -> list[str]:

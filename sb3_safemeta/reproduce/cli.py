@@ -92,6 +92,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--ray-address", default=None, help="with --ray: 'auto' or host:port of a running cluster")
     parser.add_argument("--plot-only", action="store_true", help="draw from the finished runs without running anything")
+    parser.add_argument(
+        "--redo-meta-test",
+        action="store_true",
+        help="finished runs whose meta-test was made by other code do it again from their final meta-policy, keeping"
+        " their meta-training (the previous report is kept as meta_test_previous.*)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
     if args.seeds < 1:
@@ -119,10 +125,10 @@ def specs_of(figure: Figure, envs: list[str], algorithms: list[str], seeds: int,
     ]
 
 
-def _run_one(spec: RunSpec, budget: Budget, out: str, verbose: int) -> tuple[RunSpec, str]:
+def _run_one(spec: RunSpec, budget: Budget, out: str, verbose: int, redo_meta_test: bool = False) -> tuple[RunSpec, str]:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
-        run(spec, budget, out, verbose=verbose)
+        run(spec, budget, out, verbose=verbose, redo_meta_test=redo_meta_test)
         return spec, "done"
     except RunBusyError:
         return spec, "busy"
@@ -131,22 +137,36 @@ def _run_one(spec: RunSpec, budget: Budget, out: str, verbose: int) -> tuple[Run
 
 
 def run_all(
-    specs: list[RunSpec], budget: Budget, out: str, jobs: int, verbose: int, ray: bool = False, ray_address: str | None = None
+    specs: list[RunSpec],
+    budget: Budget,
+    out: str,
+    jobs: int,
+    verbose: int,
+    ray: bool = False,
+    ray_address: str | None = None,
+    redo_meta_test: bool = False,
 ) -> list[tuple[RunSpec, str]]:
     """Run (or resume) every spec; :return: (spec, "done" | "busy" | traceback) per spec"""
     if ray:
         from sb3_safemeta.common.distributed import map_runs
 
         runs = [
-            {"spec": spec, "budget": budget, "out": str(pathlib.Path(out).resolve()), "verbose": verbose} for spec in specs
+            {
+                "spec": spec,
+                "budget": budget,
+                "out": str(pathlib.Path(out).resolve()),
+                "verbose": verbose,
+                "redo_meta_test": redo_meta_test,
+            }
+            for spec in specs
         ]
         return map_runs(_run_one, runs, ray_address=ray_address)
     if jobs == 1:
-        return [_run_one(spec, budget, out, verbose) for spec in specs]
+        return [_run_one(spec, budget, out, verbose, redo_meta_test) for spec in specs]
     import multiprocessing
 
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_run_one, spec, budget, out, verbose) for spec in specs]
+        futures = [pool.submit(_run_one, spec, budget, out, verbose, redo_meta_test) for spec in specs]
         return [future.result() for future in as_completed(futures)]
 
 
@@ -171,7 +191,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
         start = time.time()
         if args.ray_address is not None and not args.ray:
             raise SystemExit("--ray-address needs --ray")
-        results = run_all(specs, budget, str(out), args.jobs, verbose, args.ray, args.ray_address)
+        results = run_all(specs, budget, str(out), args.jobs, verbose, args.ray, args.ray_address, args.redo_meta_test)
         busy = [spec for spec, status in results if status == "busy"]
         failures = [(spec, status) for spec, status in results if status not in ("done", "busy")]
         for spec, message in failures:

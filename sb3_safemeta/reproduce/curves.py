@@ -112,7 +112,8 @@ def summary_table(out: str | pathlib.Path, budget: Budget, specs: Iterable[RunSp
     """
     :return: a Markdown table per scenario of the finished runs (mean over seeds): meta-test return of the meta-policy,
         after one step and after the last step; the maximum episode cost over tasks and steps; the fraction of explored
-        policies (tasks x steps, pi_[0] included) within d; seconds per meta-iteration and per meta-test step
+        policies (tasks x steps, pi_[0] included) within d; seconds per meta-iteration, per meta-test step (with its
+        rollout) and per adaptation step alone
     """
     import numpy as np
 
@@ -127,8 +128,8 @@ def summary_table(out: str | pathlib.Path, budget: Budget, specs: Iterable[RunSp
         lines += [
             f"\n**{env_id}** ({budget.name} budget; mean over seeds, seeds in brackets)\n",
             "| algorithm | delta | return k=0 | k=1 | k=K | max cost (all k) | within d | within d, independent"
-            " episodes (max cost) | s / meta-iteration | s / meta-test step |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            " episodes (max cost) | s / meta-iteration | s / meta-test step | s / adaptation step (no rollout) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for (env, algorithm, delta), items in groups.items():
             if env != env_id:
@@ -138,6 +139,8 @@ def summary_table(out: str | pathlib.Path, budget: Budget, specs: Iterable[RunSp
             within = np.mean([report.safe_fraction for report, _ in items])
             per_iteration = np.mean([s["train_seconds"] / max(1, s["meta_iterations"]) for _, s in items])
             per_step = np.mean([s["test_seconds_per_step"] for _, s in items])
+            adapt_times = [s["adapt_seconds_per_step"] for _, s in items if "adapt_seconds_per_step" in s]
+            per_adapt = f"{np.mean(adapt_times):.2f}" if len(adapt_times) == len(items) else "not recorded"
             measured = [report for report, _ in items if report.eval_safe_fraction is not None]
             independent = (
                 f"{np.mean([report.eval_safe_fraction for report in measured]):.0%}"
@@ -148,6 +151,6 @@ def summary_table(out: str | pathlib.Path, budget: Budget, specs: Iterable[RunSp
             )
             lines.append(
                 f"| {algorithm} ({len(items)}) | {delta:g} | {returns[0]:.1f} | {returns[1]:.1f} | {returns[-1]:.1f} |"
-                f" {max_cost:.1f} | {within:.0%} | {independent} | {per_iteration:.1f} | {per_step:.1f} |"
+                f" {max_cost:.1f} | {within:.0%} | {independent} | {per_iteration:.1f} | {per_step:.1f} | {per_adapt} |"
             )
     return "\n".join(lines) + "\n"

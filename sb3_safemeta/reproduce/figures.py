@@ -96,11 +96,21 @@ def plot_curves(
     plt.close(figure)
 
 
+# the bar groups of Figure 2 and 5: phase -> label
+TIME_PHASES = {
+    "meta-train": "meta-training\n(per iteration)",
+    "meta-test": "meta-test step\n(with its rollout)",
+    "adaptation": "adaptation step\n(computation only)",
+}
+
+
 def timing_rows(out: str | pathlib.Path, budget: Budget, specs: list[RunSpec]) -> list[dict[str, Any]]:
     """
-    :return: per finished run two rows: ``phase="meta-train"`` (``seconds`` per meta-iteration, validation excluded)
-        and ``phase="meta-test"`` (``seconds`` per adaptation step, rollouts included); ``normalized`` divides by the
-        mean of MetaCPO's runs on the same scenario (empty when it has none)
+    :return: per finished run up to three rows: ``phase="meta-train"`` (``seconds`` per meta-iteration, validation
+        excluded), ``phase="meta-test"`` (``seconds`` per adaptation step, rollouts included) and
+        ``phase="adaptation"`` (``seconds`` per adaptation step without its rollout: the algorithm's own computation;
+        absent for runs made before it was recorded); ``normalized`` divides by the mean of MetaCPO's runs on the
+        same scenario (empty when it has none)
     """
     rows: list[dict[str, Any]] = []
     for spec in specs:
@@ -111,6 +121,8 @@ def timing_rows(out: str | pathlib.Path, budget: Budget, specs: list[RunSpec]) -
         per_iteration = float(state["train_seconds"]) / max(1, int(state["meta_iterations"]))
         rows.append({**key, "phase": "meta-train", "step": int(state["meta_iterations"]), "seconds": per_iteration})
         rows.append({**key, "phase": "meta-test", "step": "", "seconds": float(state["test_seconds_per_step"])})
+        if "adapt_seconds_per_step" in state:
+            rows.append({**key, "phase": "adaptation", "step": "", "seconds": float(state["adapt_seconds_per_step"])})
     for row in rows:
         reference = [
             r["seconds"] for r in rows if r["algorithm"] == REFERENCE and r["env"] == row["env"] and r["phase"] == row["phase"]
@@ -120,15 +132,18 @@ def timing_rows(out: str | pathlib.Path, budget: Budget, specs: list[RunSpec]) -
 
 
 def plot_times(path: str | pathlib.Path, rows: list[dict[str, Any]], envs: list[str], algorithms: list[str]) -> None:
-    """Bar chart per scenario: meta-training time per iteration and meta-test time per step, normalized by MetaCPO's."""
+    """
+    Bar chart per scenario (Figure 2): meta-training time per iteration, meta-test time per adaptation step with its
+    rollout, and the adaptation step alone, normalized by MetaCPO's.
+    """
     plt = _matplotlib()
-    figure, axes = plt.subplots(1, len(envs), figsize=(5.5 * len(envs), 3.6), squeeze=False)
+    figure, axes = plt.subplots(1, len(envs), figsize=(6.5 * len(envs), 3.6), squeeze=False)
     width = 0.8 / max(1, len(algorithms))
     for axis, env_id in zip(axes[0], envs, strict=True):
         normalized = any(row["normalized"] != "" for row in rows if row["env"] == env_id)
         column = "normalized" if normalized else "seconds"
         for index, algorithm in enumerate(algorithms):
-            for position, phase in enumerate(("meta-train", "meta-test")):
+            for position, phase in enumerate(TIME_PHASES):
                 values = [
                     float(r[column])
                     for r in rows
@@ -140,7 +155,7 @@ def plot_times(path: str | pathlib.Path, rows: list[dict[str, Any]], envs: list[
                 axis.bar(x, np.mean(values), width, color=f"C{index}", label=algorithm if position == 0 else None)
                 if len(values) > 1:
                     axis.errorbar(x, np.mean(values), yerr=np.std(values), color="black", capsize=2)
-        axis.set_xticks([0, 1], ["meta-training\n(per iteration)", "meta-test\n(per adaptation step)"])
+        axis.set_xticks(range(len(TIME_PHASES)), list(TIME_PHASES.values()))
         axis.set_ylabel(f"time / {REFERENCE}'s" if normalized else "seconds (no MetaCPO run to normalize by)")
         axis.set_title(env_id, fontsize="small")
         handles, labels = axis.get_legend_handles_labels()

@@ -215,27 +215,50 @@ class RunConfigError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------------------- one run
-def run(spec: RunSpec, budget: Budget, out: str | pathlib.Path, verbose: int = 1) -> pathlib.Path:
+def run(
+    spec: RunSpec, budget: Budget, out: str | pathlib.Path, verbose: int = 1, redo_meta_test: bool = False
+) -> pathlib.Path:
     """
     Do (or finish) one run: meta-training with validation every ``budget.eval_freq`` meta-iterations (checkpoint at
     each), then the meta-test. A finished run returns at once.
 
+    :param redo_meta_test: a finished run whose meta-test was made by other code than the current one (another
+        version or commit, uncommitted changes, or unrecorded) does its meta-test again from its final meta-policy,
+        keeping its meta-training; the previous report and state stay as ``meta_test_previous.*`` and
+        ``state_previous.json``. For measurements added to the meta-test after the runs were made.
     :return: the run directory
     :raises RunBusyError: if another process holds the run
     """
     directory = run_directory(out, budget, spec)
-    state = read_state(directory)
-    if state is not None and state.get("status") == "done":
+    if _finished(read_state(directory), redo_meta_test):
         return directory
     with RunLock(
         directory, argv=["sb3_safemeta.reproduce", spec.algorithm, spec.env_id, f"seed {spec.seed}", f"delta {spec.delta}"]
     ):
         remove_stale_temporaries(directory)
         state = read_state(directory)  # re-read under the lock
-        if state is not None and state.get("status") == "done":
+        if _finished(state, redo_meta_test):
             return directory
+        if state is not None and state.get("status") == "done":  # its meta-test is redone
+            for suffix in (".json", ".csv"):
+                if (directory / f"meta_test{suffix}").exists():
+                    (directory / f"meta_test{suffix}").replace(directory / f"meta_test_previous{suffix}")
+            _write_atomic(directory / "state_previous.json", json.dumps(state))
         _run_locked(spec, budget, directory, state, verbose)
     return directory
+
+
+CODE_KEYS = ("sb3_safemeta", "git_commit", "git_dirty")
+
+
+def _finished(state: dict[str, Any] | None, redo_meta_test: bool) -> bool:
+    """:return: whether the run is done (with ``redo_meta_test``: and its meta-test was made by the current code)"""
+    if state is None or state.get("status") != "done":
+        return False
+    if not redo_meta_test:
+        return True
+    made_by, now = state.get("meta_test_code"), code_version()
+    return made_by is not None and not now["git_dirty"] and all(made_by.get(key) == now.get(key) for key in CODE_KEYS)
 
 
 def _record_resume(directory: pathlib.Path, name: str, verbose: int) -> None:
@@ -249,7 +272,7 @@ def _record_resume(directory: pathlib.Path, name: str, verbose: int) -> None:
         return
     config = json.loads(path.read_text())
     now = code_version()
-    keys = ("sb3_safemeta", "git_commit", "git_dirty")
+    keys = CODE_KEYS
     started = config.get("code")
     same = started is not None and all(started.get(key) == now.get(key) for key in keys)
     if same and not now["git_dirty"]:
@@ -371,11 +394,14 @@ def _run_locked(spec: RunSpec, budget: Budget, directory: pathlib.Path, state: d
         num_timesteps=int(model.num_timesteps),
         test_seconds=test_seconds,
         test_seconds_per_step=test_seconds / max(1, budget.n_test_tasks * budget.n_adapt_steps),
+        # the adaptation step alone: the algorithm's computation, without the rollouts (Figure 2's third group)
+        adapt_seconds_per_step=report.adapt_seconds / max(1, budget.n_test_tasks * budget.n_adapt_steps),
         safe_fraction=report.safe_fraction,
         eval_safe_fraction=report.eval_safe_fraction,
         eval_seconds=report.eval_seconds,
         cpu_seconds=cpu_before + time.process_time() - cpu_start,
         env_steps=budget.env_steps(spec.env_id),
+        meta_test_code={key: value for key, value in code_version().items() if key in CODE_KEYS},
     )
     final.setdefault("train_seconds", seconds_before)
     _write_atomic(directory / "state.json", json.dumps(final))

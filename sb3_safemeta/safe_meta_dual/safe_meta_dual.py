@@ -24,7 +24,7 @@ from sb3_safemeta.common.adaptation.episodes import steps_for_episodes
 from sb3_safemeta.common.adaptation.options import AdaptationOptions, SafeAdaptationMixin
 from sb3_safemeta.common.adaptation.parametric import ParametricAdaptResult, adapt_on_rollout
 from sb3_safemeta.common.distributed import Kept, parallel_meta_test
-from sb3_safemeta.common.evaluation import MetaTestReport, evaluate_policy_cost, make_evaluation_env
+from sb3_safemeta.common.evaluation import MetaTestReport
 from sb3_safemeta.common.meta_algorithm import OnPolicyMetaAlgorithm
 from sb3_safemeta.common.rollout_data import RolloutData
 from sb3_safemeta.common.tasks import Task, task_cost_limit
@@ -454,11 +454,7 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
             report is the same for any number (each task's chain is seeded from ``seed`` and its index)
         :return: the anytime-safety report
         """
-        from sb3_safemeta.common.adaptation.confidence import episode_cost_upper_bound
         from sb3_safemeta.safe_adapter import SafeAdapter
-
-        if isinstance(n_eval_episodes, bool) or not isinstance(n_eval_episodes, (int, np.integer)) or n_eval_episodes < 0:
-            raise ValueError(f"n_eval_episodes must be an integer >= 0, got {n_eval_episodes!r}")
 
         self._check_meta_test(n_adapt_steps)
         tasks = tasks if tasks is not None else self.sample_tasks(n_tasks, seed=seed)
@@ -486,21 +482,10 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
             self.env.env_method("set_task", task)  # type: ignore[union-attr]
             yield from adapter.adaptation_chain(n_adapt_steps)
 
-        if n_eval_episodes == 0:
-            return self._run_meta_test(tasks, n_adapt_steps, adaptation_chain, save_path, verbose)
-        environment = eval_env if eval_env is not None else make_evaluation_env(self.env, seed + 1)  # type: ignore[arg-type]
         cost_range = eval_cost_range if eval_cost_range is not None else adapter.adaptation.episode_cost_range
-
-        def evaluate(task: Task) -> tuple[float, np.ndarray, np.ndarray | None]:
-            environment.env_method("set_task", task)
-            # episodes seeded from the chain's generators (seeded per task): the same on a Ray worker
-            environment.seed(int(np.random.randint(2**31 - 1)))
-            returns, costs = evaluate_policy_cost(
-                adapter.policy, environment, n_eval_episodes, self.n_costs, deterministic=False
-            )
-            bound = None if cost_range is None else episode_cost_upper_bound(costs, eval_confidence, cost_range)
-            return float(returns.mean()), costs.mean(axis=0), bound
-
+        evaluate = self._independent_evaluation(
+            lambda: adapter.policy, n_eval_episodes, eval_env, eval_confidence, cost_range, seed
+        )
         return self._run_meta_test(
             tasks, n_adapt_steps, adaptation_chain, save_path, verbose, evaluate, n_eval_episodes, eval_confidence
         )
