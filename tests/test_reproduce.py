@@ -137,6 +137,13 @@ def test_redo_meta_test_keeps_meta_training_and_redoes_only_other_codes_tests(tm
 
     second = {**first, "git_commit": "2" * 40}
     monkeypatch.setattr(runs_module, "code_version", lambda: second)
+    # killed during the redone meta-test: the run is still done, with its previous report
+    with monkeypatch.context() as patch:
+        patch.setattr(MetaCRPO, "meta_test", lambda *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.warns(UserWarning, match="resuming with code"), pytest.raises(KeyboardInterrupt):
+            run(spec, budget, tmp_path, verbose=0, redo_meta_test=True)
+    assert read_state(directory) == json.loads(files["state.json"])
+    assert (directory / "meta_test.json").read_bytes() == files["meta_test.json"]
     with pytest.warns(UserWarning, match="resuming with code"):
         run(spec, budget, tmp_path, verbose=0, redo_meta_test=True)
     assert (directory / "checkpoint.zip").read_bytes() == files["checkpoint.zip"]
@@ -149,7 +156,7 @@ def test_redo_meta_test_keeps_meta_training_and_redoes_only_other_codes_tests(tm
     previous, redone = (json.loads((directory / name).read_text()) for name in ("meta_test_previous.json", "meta_test.json"))
     for key in ("returns", "costs", "eval_returns", "eval_costs"):
         assert redone[key] == previous[key], key
-    assert json.loads((directory / "config.json").read_text())["code_on_resume"] == [second]
+    assert json.loads((directory / "config.json").read_text())["code_on_resume"] == [second, second]
 
 
 def test_run_spec_validation():

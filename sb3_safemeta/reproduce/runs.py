@@ -240,9 +240,10 @@ def run(
         if _finished(state, redo_meta_test):
             return directory
         if state is not None and state.get("status") == "done":  # its meta-test is redone
+            # copies: until the new report replaces it (atomically), the run stays done with the previous one
             for suffix in (".json", ".csv"):
                 if (directory / f"meta_test{suffix}").exists():
-                    (directory / f"meta_test{suffix}").replace(directory / f"meta_test_previous{suffix}")
+                    _write_atomic(directory / f"meta_test_previous{suffix}", (directory / f"meta_test{suffix}").read_text())
             _write_atomic(directory / "state_previous.json", json.dumps(state))
         _run_locked(spec, budget, directory, state, verbose)
     return directory
