@@ -403,7 +403,7 @@ class OnPolicyMetaAlgorithm(TaskParallelMixin, OnPolicyCostAlgorithm):
         n_eval_episodes: int,
         eval_env: VecEnv | None,
         eval_confidence: float,
-        cost_range: float | None,
+        cost_range: float | list[float] | np.ndarray | None,
         seed: int,
     ) -> Callable[[Task], tuple[float, np.ndarray, np.ndarray | None]] | None:
         """
@@ -415,7 +415,8 @@ class OnPolicyMetaAlgorithm(TaskParallelMixin, OnPolicyCostAlgorithm):
         :param n_eval_episodes: episodes per explored policy (stochastic actions: the exploring policy itself); 0: none
         :param eval_env: the VecEnv of those episodes (None: a new one of the training env's registered id)
         :param eval_confidence: confidence level of the DKW upper bound of each policy's expected episode cost
-        :param cost_range: R, the largest possible episode cost, for that bound (None: no bound)
+        :param cost_range: R, the largest possible episode cost (one per cost channel, or one for all), for that
+            bound (None: no bound)
         :param seed: seed of the evaluation env
         :return: task -> (mean return, mean episode cost (p,), upper bound (p,) or None); None when
             ``n_eval_episodes`` is 0
