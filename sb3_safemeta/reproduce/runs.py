@@ -249,7 +249,13 @@ def run(
     return directory
 
 
+# what identifies the code that made (part of) a run
 CODE_KEYS = ("sb3_safemeta", "git_commit", "git_dirty")
+
+
+def _is_current_code(recorded: dict[str, Any] | None, now: dict[str, Any]) -> bool:
+    """:return: whether ``recorded`` (a ``code_version()``) is ``now``'s code; uncommitted changes cannot be compared"""
+    return recorded is not None and not now["git_dirty"] and all(recorded.get(key) == now.get(key) for key in CODE_KEYS)
 
 
 def _finished(state: dict[str, Any] | None, redo_meta_test: bool) -> bool:
@@ -258,8 +264,7 @@ def _finished(state: dict[str, Any] | None, redo_meta_test: bool) -> bool:
         return False
     if not redo_meta_test:
         return True
-    made_by, now = state.get("meta_test_code"), code_version()
-    return made_by is not None and not now["git_dirty"] and all(made_by.get(key) == now.get(key) for key in CODE_KEYS)
+    return _is_current_code(state.get("meta_test_code"), code_version())
 
 
 def _record_resume(directory: pathlib.Path, name: str, verbose: int) -> None:
@@ -272,17 +277,14 @@ def _record_resume(directory: pathlib.Path, name: str, verbose: int) -> None:
     if not path.exists():
         return
     config = json.loads(path.read_text())
-    now = code_version()
-    keys = CODE_KEYS
-    started = config.get("code")
-    same = started is not None and all(started.get(key) == now.get(key) for key in keys)
-    if same and not now["git_dirty"]:
+    now, started = code_version(), config.get("code")
+    if _is_current_code(started, now):
         return
     config.setdefault("code_on_resume", []).append(now)
     _write_atomic(path, json.dumps(config, indent=1))
 
     def describe(code: dict[str, Any] | None) -> str:
-        return "unrecorded" if code is None else ", ".join(f"{key} {code.get(key)}" for key in keys)
+        return "unrecorded" if code is None else ", ".join(f"{key} {code.get(key)}" for key in CODE_KEYS)
 
     message = (
         f"[{name}] resuming with code that may differ from the one the run started with"
