@@ -16,9 +16,9 @@ from tabular_helpers import exact_batch, tabular_policy
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from sb3_safemeta.common.adaptation.batch import AdaptationBatch
-from sb3_safemeta.common.adaptation.dual import AdaptationParams
+from sb3_safemeta.common.adaptation.dual import AdaptationParams, adaptation_temperature
 from sb3_safemeta.common.adaptation.head_fit import actor_latent, fit_head, head_parameters
-from sb3_safemeta.common.adaptation.parametric import _Surrogate, parametric_safe_adapt
+from sb3_safemeta.common.adaptation.parametric import _FitOracle, _Surrogate, parametric_safe_adapt
 from sb3_safemeta.tabular import random_cmdp, safe_adapt_exact
 
 
@@ -322,6 +322,40 @@ def test_hybrid_scope_is_one_actor_fit_at_the_heads_multiplier(seed, limit):
         g = 0.5 + 10.0 * float((ratio * batch.cost_advantages[:, 0]).mean()) + float(kl)
     assert g <= limit + 1e-3 * max(1.0, limit)
     assert g == pytest.approx(result.surrogate_cost[0], rel=1e-4, abs=1e-5)
+
+
+def test_fit_oracle_fits_each_multiplier_once():
+    """
+    The dual's oracle keeps every fit: a multiplier asked again (the hybrid fallback's dual restarts on the u whose
+    corrected fit failed) is not fitted a second time. Oracle: its answers and parameters equal fits from phi made
+    here without the oracle, and only distinct multipliers count as fits.
+    """
+    policy, observations, actions, _ = gaussian_head_problem(2)
+    n = len(actions)
+    cost_advantages = (actions[:, :1] - observations[:, :1]) * 0.5
+    batch = AdaptationBatch(
+        observations,
+        actions,
+        advantages=actions.sum(dim=1) - actions.sum(dim=1).mean(),
+        cost_advantages=cost_advantages - cost_advantages.mean(),
+        weights=th.full((n,), 1.0 / n),
+    )
+    parameters = list(policy.parameters())
+    phi = parameters_to_vector(parameters).detach().clone()
+    params = AdaptationParams.create(1.0, 1.0, 0.6, 0.0, 0.9, 1)
+    surrogate = _Surrogate(policy, parameters, batch, 10.0)
+    oracle = _FitOracle(surrogate, phi, parameters, np.array([0.5]), params, 5)
+    answers = [oracle(np.array([u])) for u in (0.5, 2.0, 0.5, 2.0, 0.5)]
+    assert oracle.n_fits == 2
+    answers[0][0] = np.nan  # the caller's copy: the kept fit is not changed through it
+    for u, answer in ((0.5, answers[2]), (2.0, answers[3])):
+        vector_to_parameters(phi.clone(), parameters)
+        surrogate.fit(np.array([u]), adaptation_temperature(np.array([u]), params), 5)
+        expected = surrogate.evaluate(np.array([0.5]), params)[0]
+        np.testing.assert_array_equal(answer, expected)
+        np.testing.assert_array_equal(oracle(np.array([u])), expected)
+        th.testing.assert_close(oracle.fit_at(np.array([u]))[0], parameters_to_vector(parameters).detach(), rtol=0, atol=0)
+    assert oracle.n_fits == 2
 
 
 @pytest.mark.parametrize("fit_scope", ["head", "hybrid"])

@@ -392,8 +392,9 @@ def _head_identified(policy: nn.Module, batch: AdaptationBatch) -> bool:
 
 class _FitOracle:
     """
-    The dual solvers' oracle u -> g(pi^u): one fit of pi^u from phi per call (see the module docstring: every fit
-    starts from phi), each kept, so that the accepted theta is the one whose surrogate was checked, not a re-fit.
+    The dual solvers' oracle u -> g(pi^u): one fit of pi^u from phi per new u (see the module docstring: every fit
+    starts from phi), each kept, so that the accepted theta is the one whose surrogate was checked, not a re-fit, and a
+    u asked again (the hybrid fallback's dual starts where the corrected fit failed) costs no second fit.
     """
 
     def __init__(
@@ -411,12 +412,16 @@ class _FitOracle:
         self.n_fits = 0
 
     def __call__(self, u: np.ndarray) -> np.ndarray:
+        key = tuple(u.tolist())
+        if key in self.fits:
+            # a fit from phi is deterministic: the hybrid fallback's dual starts on u's already fitted
+            return self.fits[key][1].copy()
         self.n_fits += 1
         _assign(self.phi, self.actor_parameters)
         self.surrogate.fit(u, adaptation_temperature(u, self.params), self.fit_steps)
         surrogate_cost = self.surrogate.evaluate(self.start_cost, self.params)[0]
-        self.fits[tuple(u.tolist())] = (parameters_to_vector(self.actor_parameters).detach().clone(), surrogate_cost)
-        return surrogate_cost
+        self.fits[key] = (parameters_to_vector(self.actor_parameters).detach().clone(), surrogate_cost)
+        return surrogate_cost.copy()
 
     def fit_at(self, u: np.ndarray) -> tuple[th.Tensor, np.ndarray]:
         """:return: theta and g(pi^u) of the fit at u (fitted now if the solver ended on a u it did not fit: PGD)"""
