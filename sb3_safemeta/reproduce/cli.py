@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
+import threading
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -28,7 +29,7 @@ from sb3_safemeta.reproduce.curves import COLUMNS, collect, summary_table, write
 from sb3_safemeta.reproduce.figures import plot_curves, plot_times, timing_rows
 from sb3_safemeta.reproduce.runs import ALGORITHMS, RunBusyError, RunSpec, run
 
-__all__ = ["FIGURES", "Figure", "main", "specs_of"]
+__all__ = ["FIGURES", "Figure", "exit_with_parent", "main", "specs_of"]
 
 
 @dataclass(frozen=True)
@@ -165,9 +166,32 @@ def run_all(
         return [_run_one(spec, budget, out, verbose, redo_meta_test) for spec in specs]
     import multiprocessing
 
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, context, initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
         futures = [pool.submit(_run_one, spec, budget, out, verbose, redo_meta_test) for spec in specs]
         return [future.result() for future in as_completed(futures)]
+
+
+def exit_with_parent(parent_pid: int, poll_seconds: float = 1.0) -> None:
+    """
+    Initializer of the ``--jobs`` workers: end this worker once the process that started it is gone. A worker of
+    Python's process pool otherwise outlives a parent killed with ``kill PID`` and finishes its run as an orphan, still
+    writing into a run directory that a new invocation may want to resume. The run loses nothing: it resumes from its
+    last checkpoint, and its lock (:class:`~sb3_safemeta.common.run_dir.RunLock`) is released with the process.
+
+    POSIX: a process whose parent has died is re-parented, so ``os.getppid()`` changes (on Windows it does not, and
+    the watch never fires).
+
+    :param parent_pid: the pid of the process that made the pool
+    :param poll_seconds: how often the parent is checked
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_seconds)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def cost_limit_of(env_id: str) -> float:
