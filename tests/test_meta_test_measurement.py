@@ -37,8 +37,11 @@ def test_independent_episodes_measure_every_algorithm_without_changing_its_chain
 @pytest.mark.parametrize("case", META_CASES, ids=str)
 def test_bad_n_eval_episodes_is_a_clear_error(case):
     model = case.cls("MlpPolicy", make_env(), seed=0, **case.kwargs)
-    with pytest.raises(ValueError, match="n_eval_episodes must be an integer >= 0"):
-        model.meta_test(n_tasks=1, n_adapt_steps=1, n_eval_episodes=-1)
+    for bad in (-1, 1.5):
+        with pytest.raises(ValueError, match="n_eval_episodes must be an integer >= 0"):
+            model.meta_test(n_tasks=1, n_adapt_steps=1, n_eval_episodes=bad)
+    with pytest.raises(TypeError, match="n_eval_episodes must be an integer >= 0"):
+        model.meta_test(n_tasks=1, n_adapt_steps=1, n_eval_episodes=True)
     with pytest.raises(ValueError, match="eval_confidence"):
         model.meta_test(n_tasks=1, n_adapt_steps=1, n_eval_episodes=1, eval_confidence=1.5)
 

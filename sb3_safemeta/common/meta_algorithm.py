@@ -423,8 +423,7 @@ class OnPolicyMetaAlgorithm(TaskParallelMixin, OnPolicyCostAlgorithm):
         """
         from sb3_safemeta.common.adaptation.confidence import episode_cost_upper_bound
 
-        if isinstance(n_eval_episodes, bool) or not isinstance(n_eval_episodes, (int, np.integer)) or n_eval_episodes < 0:
-            raise ValueError(f"n_eval_episodes must be an integer >= 0, got {n_eval_episodes!r}")
+        n_eval_episodes = check_int(n_eval_episodes, "n_eval_episodes", minimum=0)
         check_in_range(eval_confidence, "eval_confidence", 0.0, 1.0, low_open=True, high_open=True)
         if n_eval_episodes == 0:
             return None
