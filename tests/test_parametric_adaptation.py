@@ -184,6 +184,23 @@ def gaussian_head_problem(seed: int, n: int = 1000):
     return policy, observations, actions, weights
 
 
+def gaussian_head_batch(seed: int, n: int = 1000):
+    """
+    :return: the policy of :func:`gaussian_head_problem` and a batch of its samples with uniform weights, reward
+        advantages from the actions' sum and cost advantages that depend on the state (both centred)
+    """
+    policy, observations, actions, _ = gaussian_head_problem(seed, n=n)
+    cost_advantages = (actions[:, :1] - observations[:, :1]) * 0.5
+    batch = AdaptationBatch(
+        observations,
+        actions,
+        advantages=actions.sum(dim=1) - actions.sum(dim=1).mean(),
+        cost_advantages=cost_advantages - cost_advantages.mean(),
+        weights=th.full((n,), 1.0 / n),
+    )
+    return policy, batch
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_gaussian_head_closed_form_is_the_weighted_maximum_likelihood(seed):
     """
@@ -330,16 +347,7 @@ def test_fit_oracle_fits_each_multiplier_once():
     corrected fit failed) is not fitted a second time. Oracle: its answers and parameters equal fits from phi made
     here without the oracle, and only distinct multipliers count as fits.
     """
-    policy, observations, actions, _ = gaussian_head_problem(2)
-    n = len(actions)
-    cost_advantages = (actions[:, :1] - observations[:, :1]) * 0.5
-    batch = AdaptationBatch(
-        observations,
-        actions,
-        advantages=actions.sum(dim=1) - actions.sum(dim=1).mean(),
-        cost_advantages=cost_advantages - cost_advantages.mean(),
-        weights=th.full((n,), 1.0 / n),
-    )
+    policy, batch = gaussian_head_batch(2)
     parameters = list(policy.parameters())
     phi = parameters_to_vector(parameters).detach().clone()
     params = AdaptationParams.create(1.0, 1.0, 0.6, 0.0, 0.9, 1)
@@ -368,15 +376,7 @@ def test_head_scopes_fit_the_actor_when_the_samples_do_not_identify_the_head(fit
     steps = {}
     for scope in ("actor", fit_scope):
         for n in (12, 1000):
-            policy, observations, actions, _ = gaussian_head_problem(3, n=n)
-            cost_advantages = (actions[:, :1] - observations[:, :1]) * 0.5
-            batch = AdaptationBatch(
-                observations,
-                actions,
-                advantages=actions.sum(dim=1) - actions.sum(dim=1).mean(),
-                cost_advantages=cost_advantages - cost_advantages.mean(),
-                weights=th.full((n,), 1.0 / n),
-            )
+            policy, batch = gaussian_head_batch(3, n=n)
             parameters = list(policy.parameters())
             params = AdaptationParams.create(1.0, 1.0, 0.6, 0.0, 0.9, 1)
             result = parametric_safe_adapt(

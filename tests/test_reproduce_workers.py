@@ -11,14 +11,13 @@ import time
 import pytest
 
 PARENT = """
-import multiprocessing, os, sys, time
+import multiprocessing, os, time
 from concurrent.futures import ProcessPoolExecutor
 from sb3_safemeta.reproduce.cli import exit_with_parent
 
 if __name__ == "__main__":
-    initializer = exit_with_parent if sys.argv[1] == "watch" else None
-    initargs = (os.getpid(), 0.1) if initializer else ()
-    pool = ProcessPoolExecutor(1, multiprocessing.get_context("spawn"), initializer=initializer, initargs=initargs)
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(1, context, initializer=exit_with_parent, initargs=(os.getpid(), 0.1))
     print(pool.submit(os.getpid).result(), flush=True)  # one worker: the one that then sleeps
     pool.submit(time.sleep, 120)
     time.sleep(120)
@@ -40,9 +39,9 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def _orphan_after_parent_killed(mode: str) -> tuple[int, bool]:
+def _orphan_after_parent_killed() -> tuple[int, bool]:
     """Start a pool's parent, kill it with SIGKILL; :return: the worker's pid and whether it runs 10 s later"""
-    parent = subprocess.Popen([sys.executable, "-c", PARENT, mode], stdout=subprocess.PIPE, text=True)
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
     try:
         worker = int(parent.stdout.readline())  # type: ignore[union-attr]
     finally:
@@ -56,7 +55,7 @@ def _orphan_after_parent_killed(mode: str) -> tuple[int, bool]:
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX re-parenting")
 def test_workers_end_when_the_parent_is_killed():
-    worker, alive = _orphan_after_parent_killed("watch")
+    worker, alive = _orphan_after_parent_killed()
     if alive:
         os.kill(worker, signal.SIGKILL)
     assert not alive, "the worker outlived its killed parent by 10 s"

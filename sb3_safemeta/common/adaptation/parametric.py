@@ -425,8 +425,7 @@ class _FitOracle:
 
     def fit_at(self, u: np.ndarray) -> tuple[th.Tensor, np.ndarray]:
         """:return: theta and g(pi^u) of the fit at u (fitted now if the solver ended on a u it did not fit: PGD)"""
-        if tuple(u.tolist()) not in self.fits:
-            self(u)
+        self(u)  # no second fit of a u already fitted
         return self.fits[tuple(u.tolist())]
 
 
