@@ -17,6 +17,7 @@ from sb3_safemeta.common.hyperparams import load_hyperparams
 from sb3_safemeta.envs import SCENARIOS
 from sb3_safemeta.reproduce import BUDGETS, RunSpec, main
 from sb3_safemeta.reproduce import runs as runs_module
+from sb3_safemeta.reproduce.curves import merge_rows, read_csv, write_csv
 from sb3_safemeta.reproduce.runs import ALGORITHMS, algorithm_kwargs, make_env, read_curve, read_state, run, run_directory
 
 SMOKE = BUDGETS["smoke"]
@@ -57,6 +58,45 @@ def test_figure1_smoke(tmp_path):
             seconds = {row["phase"]: float(row["seconds"]) for row in run_times}
             assert 0.0 < seconds["adaptation"] < seconds["meta-test"], (algorithm, env_id, seconds)
     assert all(float(row["normalized"]) == pytest.approx(1.0) for row in times if row["algorithm"] == "MetaCPO")
+
+    # --merge-csv: the figures redrawn elsewhere from the CSVs alone are the same rows (the run folders are not needed)
+    elsewhere = tmp_path / "elsewhere"
+    for figure in ("figure1", "figure2"):
+        saved = tmp_path / f"{figure}.csv"
+        main(
+            [
+                figure,
+                "--budget",
+                "smoke",
+                "--seeds",
+                "1",
+                "--out",
+                str(elsewhere),
+                "--plot-only",
+                "--merge-csv",
+                str(saved),
+                "--quiet",
+            ]
+        )
+        required = ("seconds", "normalized") if figure == "figure2" else ("return", "max_cost")
+        assert read_csv(elsewhere / f"{figure}.csv", required) == read_csv(saved, required)
+        assert (elsewhere / f"{figure}.png").stat().st_size > 10_000
+    assert "Drawn from --merge-csv, not in the tables above (8 runs)" in (elsewhere / "figure1_summary.md").read_text()
+    # a figure of the other kind is refused before anything runs, naming the missing column
+    with pytest.raises(ValueError, match="no column \\['normalized'\\]"):
+        main(
+            [
+                "figure2",
+                "--budget",
+                "smoke",
+                "--seeds",
+                "1",
+                "--out",
+                str(elsewhere),
+                "--merge-csv",
+                str(tmp_path / "figure1.csv"),
+            ]
+        )
 
 
 def interrupt_after_first_iteration(spec, budget, out, monkeypatch) -> None:
@@ -157,6 +197,34 @@ def test_redo_meta_test_keeps_meta_training_and_redoes_only_other_codes_tests(tm
     for key in ("returns", "costs", "eval_returns", "eval_costs"):
         assert redone[key] == previous[key], key
     assert json.loads((directory / "config.json").read_text())["code_on_resume"] == [second, second]
+
+
+def test_merge_rows_keeps_the_runs_under_out_and_the_selected_runs_of_the_csv(tmp_path):
+    """A run found under --out replaces its CSV rows; CSV rows of runs outside the selection are not drawn."""
+
+    def rows_of(algorithm, seed, value):
+        return [
+            {"algorithm": algorithm, "env": "SafeMetaPointCircle-v0", "seed": seed, "delta": 0.0, "phase": "meta-train",
+             "step": step, "return": value, "max_cost": value, "seconds": float(step)}
+            for step in (0, 10)
+        ]  # fmt: skip
+
+    path = tmp_path / "figure1.csv"
+    write_csv(path, rows_of("MetaCPO", 0, 1.0) + rows_of("SafeMetaDual", 0, 2.0) + rows_of("SafeMetaDual", 1, 3.0))
+    from_csv = read_csv(path)
+    assert from_csv[0]["seed"] == 0 and from_csv[0]["step"] == 0 and from_csv[0]["return"] == 1.0
+    assert from_csv[0]["mean_cost"] == ""  # a missing value stays missing
+    local = rows_of("SafeMetaDual", 0, 9.0)  # redone under --out
+    specs = [RunSpec(algorithm, "SafeMetaPointCircle-v0", 0) for algorithm in ("SafeMetaDual", "MetaCPO")]
+    merged = merge_rows(local, from_csv, specs)
+    assert [(row["algorithm"], row["seed"], row["return"]) for row in merged] == [
+        ("SafeMetaDual", 0, 9.0), ("SafeMetaDual", 0, 9.0), ("MetaCPO", 0, 1.0), ("MetaCPO", 0, 1.0)
+    ]  # fmt: skip
+    path.write_text(
+        "algorithm,env,seed,delta,phase,step,return,max_cost\nMetaCPO,SafeMetaPointCircle-v0,zero,0,meta-train,0,1,1\n"
+    )
+    with pytest.raises(ValueError, match="line 2"):
+        read_csv(path)
 
 
 def test_run_spec_validation():

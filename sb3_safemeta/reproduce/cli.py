@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import gymnasium as gym
 
 from sb3_safemeta.reproduce.budgets import BUDGETS, Budget
-from sb3_safemeta.reproduce.curves import COLUMNS, collect, summary_table, write_csv
-from sb3_safemeta.reproduce.figures import plot_curves, plot_times, timing_rows
+from sb3_safemeta.reproduce.curves import COLUMNS, collect, merge_rows, read_csv, summary_table, write_csv
+from sb3_safemeta.reproduce.figures import normalize_times, plot_curves, plot_times, timing_rows
 from sb3_safemeta.reproduce.runs import ALGORITHMS, RunBusyError, RunSpec, run
 
 __all__ = ["FIGURES", "Figure", "exit_with_parent", "main", "specs_of"]
@@ -93,6 +93,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--ray-address", default=None, help="with --ray: 'auto' or host:port of a running cluster")
     parser.add_argument("--plot-only", action="store_true", help="draw from the finished runs without running anything")
+    parser.add_argument(
+        "--merge-csv",
+        nargs="+",
+        default=[],
+        metavar="CSV",
+        help="this figure's CSVs written elsewhere (other machines, deleted run folders): their rows are drawn for every"
+        " selected run that has no folder under --out (a run under --out wins)",
+    )
     parser.add_argument(
         "--redo-meta-test",
         action="store_true",
@@ -210,6 +218,9 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
     specs = specs_of(figure, envs, list(args.algorithms), args.seeds, deltas)
     out = pathlib.Path(args.out)
     verbose = 0 if args.quiet else 1
+    # read first: a bad file fails before hours of runs, and a --merge-csv may be the figure CSV this call rewrites
+    required = ("seconds", "normalized") if figure.kind == "times" else ("step", "return", "max_cost")
+    merged = [row for path in args.merge_csv for row in read_csv(path, required)]
     failures = []
     if not args.plot_only:
         start = time.time()
@@ -226,14 +237,25 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
             print(f"{args.figure}: {len(specs)} runs, {time.time() - start:.0f} s")
     png, csv_path = out / f"{args.figure}.png", out / f"{args.figure}.csv"
     if figure.kind == "times":
-        rows = timing_rows(out, budget, specs)
+        local = timing_rows(out, budget, specs)
+        rows = normalize_times(merge_rows(local, merged, specs))
         write_csv(csv_path, rows, [*COLUMNS[:9], "normalized"])
         plot_times(png, rows, envs, ["SafeMetaDual"] if figure.safemeta_only else list(args.algorithms))
     else:
-        rows = collect(out, budget, specs)
+        local = collect(out, budget, specs)
+        rows = merge_rows(local, merged, specs)
         write_csv(csv_path, rows)
         plot_curves(png, rows, envs, {env_id: cost_limit_of(env_id) for env_id in envs}, by=figure.by)
     table = summary_table(out, budget, specs)
+    from_csv = sorted({(row["env"], row["algorithm"], row["seed"], row["delta"]) for row in rows[len(local) :]})
+    if from_csv:  # the table is made from the run folders' reports, which a CSV does not carry
+        table += (
+            f"\nDrawn from --merge-csv, not in the tables above ({len(from_csv)} runs): "
+            + ", ".join(
+                f"{algorithm} on {env_id} (seed {seed}, delta {delta:g})" for env_id, algorithm, seed, delta in from_csv
+            )
+            + "\n"
+        )
     (out / f"{args.figure}_summary.md").write_text(table)
     print(table)
     print(f"wrote {png}, {csv_path} ({len(rows)} rows) and {out / f'{args.figure}_summary.md'}")

@@ -23,7 +23,7 @@ from typing import Any
 from sb3_safemeta.reproduce.budgets import Budget
 from sb3_safemeta.reproduce.runs import RunSpec, load_report, read_curve, read_state, run_directory
 
-__all__ = ["COLUMNS", "collect", "summary_table", "write_csv"]
+__all__ = ["COLUMNS", "collect", "merge_rows", "read_csv", "summary_table", "write_csv"]
 
 COLUMNS = [
     "algorithm",
@@ -106,6 +106,60 @@ def write_csv(path: str | pathlib.Path, rows: list[dict[str, Any]], columns: lis
         writer = csv.DictWriter(file_handler, fieldnames=columns or COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+
+
+def read_csv(path: str | pathlib.Path, required: Iterable[str] = ("return", "max_cost")) -> list[dict[str, Any]]:
+    """
+    Read the rows of a long-format CSV written by :func:`write_csv` (a figure's CSV), typed as :func:`collect` makes
+    them: ``seed`` and ``step`` integers, the other numeric columns floats, missing values ``""``.
+
+    :param path: the CSV file
+    :param required: columns besides the key and ``phase`` the file must have (those a figure of its kind draws)
+    :raises ValueError: the file is not such a CSV (a missing column is named) or a value does not parse
+    """
+    path = pathlib.Path(path)
+    with open(path, newline="") as file_handler:
+        reader = csv.DictReader(file_handler)
+        missing = [
+            column
+            for column in ("algorithm", "env", "seed", "delta", "phase", *required)
+            if column not in (reader.fieldnames or [])
+        ]
+        if missing:
+            raise ValueError(
+                f"{path} is not a long-format figure CSV of this kind: it has no column {missing} (columns:"
+                f" {reader.fieldnames}); pass the CSV that this figure's command wrote"
+            )
+        rows = []
+        for line, raw in enumerate(reader, start=2):
+            row: dict[str, Any] = dict(raw)
+            try:
+                row["seed"], row["delta"] = int(raw["seed"]), float(raw["delta"])
+                for column, value in raw.items():
+                    if column in ("algorithm", "env", "seed", "delta", "phase") or value in ("", None):
+                        continue
+                    row[column] = int(value) if column in ("step", "complete") else float(value)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"{path}, line {line}: {error}") from error
+            rows.append(row)
+    return rows
+
+
+def merge_rows(rows: list[dict[str, Any]], extra: Iterable[dict[str, Any]], specs: Iterable[RunSpec]) -> list[dict[str, Any]]:
+    """
+    Add to ``rows`` (the runs found under ``--out``) the rows of ``extra`` (read from figure CSVs, e.g. written on
+    other machines, or before run folders were deleted) that belong to a run of ``specs`` with no row in ``rows``: a
+    run found under ``--out`` always wins, so a redone run replaces its old CSV rows.
+
+    :return: the merged rows, ``rows`` first
+    """
+
+    def key(row: dict[str, Any]) -> tuple[str, str, int, float]:
+        return row["algorithm"], row["env"], int(row["seed"]), float(row["delta"])
+
+    wanted = {(spec.algorithm, spec.env_id, spec.seed, float(spec.delta)) for spec in specs}
+    present = {key(row) for row in rows}
+    return rows + [row for row in extra if key(row) in wanted and key(row) not in present]
 
 
 def summary_table(out: str | pathlib.Path, budget: Budget, specs: Iterable[RunSpec]) -> str:

@@ -20,7 +20,7 @@ import numpy as np
 from sb3_safemeta.reproduce.budgets import Budget
 from sb3_safemeta.reproduce.runs import RunSpec, read_state, run_directory
 
-__all__ = ["plot_curves", "plot_times", "timing_rows"]
+__all__ = ["normalize_times", "plot_curves", "plot_times", "timing_rows"]
 
 REFERENCE = "MetaCPO"
 
@@ -123,11 +123,23 @@ def timing_rows(out: str | pathlib.Path, budget: Budget, specs: list[RunSpec]) -
         rows.append({**key, "phase": "meta-test", "step": "", "seconds": float(state["test_seconds_per_step"])})
         if "adapt_seconds_per_step" in state:
             rows.append({**key, "phase": "adaptation", "step": "", "seconds": float(state["adapt_seconds_per_step"])})
+    return normalize_times(rows)
+
+
+def normalize_times(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """
+    Set ``normalized`` of every timing row, in place: its ``seconds`` divided by the mean of MetaCPO's rows of the
+    same scenario and phase (``""`` where there is none). Recomputed after rows of other sources are merged in.
+
+    :return: ``rows``
+    """
     for row in rows:
         reference = [
-            r["seconds"] for r in rows if r["algorithm"] == REFERENCE and r["env"] == row["env"] and r["phase"] == row["phase"]
+            float(r["seconds"])
+            for r in rows
+            if r["algorithm"] == REFERENCE and r["env"] == row["env"] and r["phase"] == row["phase"]
         ]
-        row["normalized"] = row["seconds"] / float(np.mean(reference)) if reference else ""
+        row["normalized"] = float(row["seconds"]) / float(np.mean(reference)) if reference else ""
     return rows
 
 
