@@ -6,10 +6,15 @@ import csv
 import dataclasses
 import inspect
 import json
+import math
+import pathlib
+import tempfile
 
 import numpy as np
 import pytest
 import torch as th
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import sb3_safemeta
 from sb3_safemeta import MAMLCostPenalty, MetaCPO, MetaCRPO, SafeMetaDual
@@ -225,6 +230,65 @@ def test_merge_rows_keeps_the_runs_under_out_and_the_selected_runs_of_the_csv(tm
     )
     with pytest.raises(ValueError, match="line 2"):
         read_csv(path)
+
+
+ROW_VALUE = st.one_of(st.just(""), st.floats(allow_nan=True, allow_infinity=True), st.integers(-(10**6), 10**6).map(float))
+CSV_ROW = st.fixed_dictionaries(
+    {
+        "algorithm": st.sampled_from(list(ALGORITHMS)),
+        "env": st.sampled_from(["SafeMetaPointCircle-v0", "SafeMetaHalfCheetahVel-v0"]),
+        "seed": st.integers(0, 3),
+        "delta": st.sampled_from([0.0, 0.5, 3.0]),
+        "phase": st.sampled_from(["meta-train", "meta-test"]),
+        "step": st.integers(0, 300),
+        "return": st.floats(allow_nan=True, allow_infinity=True),
+        "max_cost": st.floats(allow_nan=True, allow_infinity=True),
+        "seconds": st.floats(0.0, 1e6),
+        "mean_cost": ROW_VALUE,
+        "eval_max_cost": ROW_VALUE,
+        "complete": st.sampled_from([0, 1]),
+    }
+)
+
+
+def _same(a: object, b: object) -> bool:
+    return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None)
+@given(rows=st.lists(CSV_ROW, max_size=12), local=st.lists(CSV_ROW, max_size=6), seeds=st.integers(1, 4))
+def test_figure_csv_round_trip_and_merge(rows, local, seeds):
+    """
+    Property: what write_csv writes, read_csv reads back with the same types and values (inf, nan, -0.0, 1e-308,
+    missing values); merging keeps every row under --out first and unchanged, and adds exactly the CSV rows of the
+    selected runs that have none under --out.
+    """
+    with tempfile.TemporaryDirectory() as directory:
+        path = pathlib.Path(directory, "figure.csv")
+        write_csv(path, rows)
+        read = read_csv(path)
+    assert len(read) == len(rows)
+    for written, back in zip(rows, read, strict=True):
+        for column, value in written.items():
+            assert _same(back[column], value) and type(back[column]) is type(value), (column, value, back[column])
+
+    specs = [
+        RunSpec(algorithm, env_id, seed, delta)
+        for algorithm in ALGORITHMS
+        for env_id in ("SafeMetaPointCircle-v0", "SafeMetaHalfCheetahVel-v0")
+        for seed in range(seeds)
+        for delta in ([0.0, 0.5, 3.0] if algorithm == "SafeMetaDual" else [0.0])
+    ]
+
+    def key(row):
+        return row["algorithm"], row["env"], row["seed"], row["delta"]
+
+    wanted = {(spec.algorithm, spec.env_id, spec.seed, spec.delta) for spec in specs}
+    merged = merge_rows(local, read, specs)
+    assert merged[: len(local)] == local
+    added = merged[len(local) :]
+    assert all(key(row) in wanted and key(row) not in {key(r) for r in local} for row in added)
+    assert len(added) == sum(key(row) in wanted and key(row) not in {key(r) for r in local} for row in read)
 
 
 def test_run_spec_validation():
