@@ -125,6 +125,28 @@ class RolloutData:
             n_envs=int(buffer.n_envs),
         )
 
+    def held_out(self, fraction: float) -> np.ndarray:
+        """
+        The episodes of a held-out split (``holdout_fraction`` of A^s): episode i (in :attr:`episode_ids`' order,
+        episodes cut by the rollout's start or end included) is held out when floor((i + 1) f) > floor(i f), which
+        spreads the held-out episodes evenly over the rollout (every second one for f = 1/2). Whole episodes, not
+        samples: the samples of one episode share its hazards, so a split inside episodes would not be independent.
+
+        :param fraction: f, the share of episodes held out, in (0, 1)
+        :return: boolean (n,): the samples of the held-out episodes
+        :raises ValueError: the rollout has fewer than 2 episodes, or f leaves one of the two parts empty
+        """
+        n_episodes = int(self.episode_ids.max()) + 1 if len(self.episode_ids) else 0
+        index = np.arange(n_episodes)
+        held = np.floor((index + 1) * fraction) > np.floor(index * fraction)
+        if held.all() or not held.any():
+            raise ValueError(
+                f"holdout_fraction={fraction} splits the rollout's {n_episodes} episode(s) into {int(held.sum())} held out"
+                f" and {int((~held).sum())} to fit: both parts need at least one episode (more episodes per rollout:"
+                " n_envs x n_steps of at least two episode lengths, or a holdout_fraction nearer 0.5)"
+            )
+        return held[self.episode_ids]
+
     @property
     def n_episodes(self) -> int:
         return len(self.episode_returns)

@@ -99,6 +99,9 @@ class SafeAdapter(SafeAdaptationMixin, OnPolicyCostAlgorithm):
         4 gamma A_c^max / (eta alpha (1 - gamma)^2), gamma = 1 - 1/H, A_c^max from the rollout (see
         :class:`~sb3_safemeta.common.adaptation.options.AdaptationOptions`)
     :param visitation_constant: eta * alpha of Assumption 2 for ``"prop4"``, in (0, 1]
+    :param holdout_fraction: the share of each rollout's episodes held out of the fit of pi^u, on which the step is
+        checked, backtracked and (recovery) sized (0 disables; see
+        :class:`~sb3_safemeta.common.adaptation.options.AdaptationOptions`)
     :param n_costs: number of cost channels p (None: from the env's ``n_costs`` attribute or ``cost_limit``)
     :param stats_window_size: window size for the rollout logging
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -140,6 +143,7 @@ class SafeAdapter(SafeAdaptationMixin, OnPolicyCostAlgorithm):
         episode_cost_range: float | list[float] | None = None,
         lambda_c_rule: str | None = None,
         visitation_constant: float = 1.0,
+        holdout_fraction: float = 0.0,
         n_costs: int | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
@@ -196,6 +200,7 @@ class SafeAdapter(SafeAdaptationMixin, OnPolicyCostAlgorithm):
                 episode_cost_range=episode_cost_range,
                 lambda_c_rule=lambda_c_rule,
                 visitation_constant=visitation_constant,
+                holdout_fraction=holdout_fraction,
             )
         )
         self._warned_episodes = False  # the episode rule of the margin warns once

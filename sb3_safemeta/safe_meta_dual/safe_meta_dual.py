@@ -130,6 +130,9 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
         4 gamma A_c^max / (eta alpha (1 - gamma)^2), gamma = 1 - 1/H, A_c^max from the rollout (see
         :class:`~sb3_safemeta.common.adaptation.options.AdaptationOptions`)
     :param visitation_constant: eta * alpha of Assumption 2 for ``"prop4"``, in (0, 1]
+    :param holdout_fraction: the share of each rollout's episodes held out of the fit of pi^u, on which the step is
+        checked, backtracked and (recovery) sized (0 disables; see
+        :class:`~sb3_safemeta.common.adaptation.options.AdaptationOptions`)
     :param test_adaptation: SafeAdapter arguments of :meth:`meta_test` that differ from the inner step's (None: the
         same), e.g. ``{"lambda_c": 1000.0, "min_episodes": 6}`` (the navigation entries of hyperparams/safemeta.yml):
         ``min_episodes`` raises the rollout of each A^s step to at least that many complete episodes. Meta-training
@@ -191,6 +194,7 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
         episode_cost_range: float | list[float] | None = None,
         lambda_c_rule: str | None = None,
         visitation_constant: float = 1.0,
+        holdout_fraction: float = 0.0,
         test_adaptation: dict[str, Any] | None = None,
         n_costs: int | None = None,
         stats_window_size: int = 100,
@@ -257,6 +261,7 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
                 episode_cost_range=episode_cost_range,
                 lambda_c_rule=lambda_c_rule,
                 visitation_constant=visitation_constant,
+                holdout_fraction=holdout_fraction,
             )
         )
         self.test_adaptation = check_test_adaptation(test_adaptation)

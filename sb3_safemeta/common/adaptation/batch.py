@@ -40,3 +40,18 @@ class AdaptationBatch:
                 raise ValueError(f"{name} contains NaN or infinite values: check the rewards, costs and value estimates")
         if self.cost_advantages.ndim != 2 or self.cost_advantages.shape[0] != self.advantages.shape[0]:
             raise ValueError(f"cost_advantages must have shape (n, p), got {tuple(self.cost_advantages.shape)}")
+
+    def subset(self, mask: th.Tensor) -> AdaptationBatch:
+        """
+        :param mask: the samples to keep, boolean (n,)
+        :return: those samples, their weights renormalised to sum to one (the advantages as they are: a split of one
+            rollout keeps that rollout's centring and scale)
+        """
+        weights = self.weights[mask]
+        return AdaptationBatch(
+            self.observations[mask],
+            self.actions[mask],
+            self.advantages[mask],
+            self.cost_advantages[mask],
+            weights / weights.sum(),
+        )

@@ -60,6 +60,11 @@ class AdaptationOptions:
         largest step cost (1 for indicator costs: a rollout that saw no cost still bounds a step into the hazard)
     :param visitation_constant: eta * alpha of Assumption 2 for ``"prop4"`` (in (0, 1]; 1, the default, is the
         least conservative value the assumption allows)
+    :param holdout_fraction: the share of the rollout's episodes held out of the fit (0 disables): the dual and the
+        fits of pi^u use the other episodes, and the step is accepted, backtracked or (recovery) sized by the
+        constraint function evaluated on the held-out episodes, the test of a policy chosen on other data (the
+        split of high-confidence policy improvement, Thomas et al. 2015). Without it the constraint is judged on the
+        samples the fit has reweighted, which overstates the cost decrease
     """
 
     lambda_: float = 1.0
@@ -78,6 +83,7 @@ class AdaptationOptions:
     episode_cost_range: float | list[float] | None = None
     lambda_c_rule: str | None = None
     visitation_constant: float = 1.0
+    holdout_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         check_positive(self.lambda_, "lambda_")
@@ -87,6 +93,11 @@ class AdaptationOptions:
         if not 0.0 < float(self.visitation_constant) <= 1.0:
             raise ValueError(
                 f"visitation_constant must be in (0, 1] (eta * alpha of Assumption 2), got {self.visitation_constant!r}"
+            )
+        fraction = self.holdout_fraction
+        if isinstance(fraction, bool) or not (isinstance(fraction, (int, float)) and 0.0 <= float(fraction) < 1.0):
+            raise ValueError(
+                f"holdout_fraction must be in [0, 1) (0 disables the held-out test), got {self.holdout_fraction!r}"
             )
         if self.dual_solver not in DUAL_SOLVERS:
             raise ValueError(f"dual_solver must be one of {DUAL_SOLVERS}, got {self.dual_solver!r}")
