@@ -164,6 +164,7 @@ class SafeAdaptationMixin:
     episode_cost_range: float | list[float] | None
     lambda_c_rule: str | None
     visitation_constant: float
+    holdout_fraction: float
 
     def _set_adaptation_options(self, options: AdaptationOptions) -> None:
         """Store validated options as attributes (``self.lambda_``, ``self.lambda_c``, ...)."""
