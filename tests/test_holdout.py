@@ -18,7 +18,7 @@ from sb3_safemeta import SafeAdapter
 from sb3_safemeta.common.adaptation.batch import AdaptationBatch
 from sb3_safemeta.common.adaptation.dual import AdaptationParams
 from sb3_safemeta.common.adaptation.options import AdaptationOptions
-from sb3_safemeta.common.adaptation.parametric import _Surrogate, parametric_safe_adapt
+from sb3_safemeta.common.adaptation.parametric import _Surrogate, adapt_on_rollout, parametric_safe_adapt
 from sb3_safemeta.common.rollout_data import RolloutData
 
 HORIZON = 100.0
@@ -124,3 +124,23 @@ def test_safe_adapter_with_a_held_out_split_learns_saves_and_loads(tmp_path):
     too_short = SafeAdapter("MlpPolicy", one_env, cost_limit=10.0, n_steps=100, holdout_fraction=0.5, seed=0)
     with pytest.raises(ValueError, match=r"holdout_fraction=0.5 splits the rollout's 1 episode"):
         too_short.learn(total_timesteps=100)  # one 100-step episode: nothing to hold out
+
+
+def test_each_part_is_centred_so_that_the_surrogate_at_the_start_is_its_cost():
+    """
+    The held-out episodes have their own mean advantage (here +-5 per step on alternate episodes): uncentred, H times
+    it would shift the judged g by 500 at pi_phi itself, and a step the KL term keeps near pi_phi would be judged
+    500 above or below its cost. Centred per part, g at a (nearly) unmoved policy is Jc(pi_phi).
+    """
+    env = make_vec_env("SafeMetaPointNav-v0", n_envs=2, seed=0)
+    adapter = SafeAdapter("MlpPolicy", env, cost_limit=10.0, n_steps=400, seed=0)
+    _, callback = adapter._setup_learn(total_timesteps=400, callback=None)
+    adapter.collect_rollouts(adapter.env, callback, adapter.rollout_buffer, n_rollout_steps=adapter.n_steps)
+    rollout = adapter.rollout_data("mc")
+    offset = np.where(rollout.episode_ids % 2 == 1, 5.0, -5.0).astype(np.float32)[:, None]
+    rollout.cost_advantages = rollout.cost_advantages + offset
+    options = AdaptationOptions(lambda_c=1e7, holdout_fraction=0.5)
+    cost_limit = rollout.episode_cost + 1.0
+    result = adapt_on_rollout(adapter.policy, rollout, options, cost_limit)
+    assert not result.recovery and result.kl < 1e-5
+    np.testing.assert_allclose(result.surrogate_cost, rollout.episode_cost, atol=0.5)

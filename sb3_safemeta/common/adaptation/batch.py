@@ -44,14 +44,18 @@ class AdaptationBatch:
     def subset(self, mask: th.Tensor) -> AdaptationBatch:
         """
         :param mask: the samples to keep, boolean (n,)
-        :return: those samples, their weights renormalised to sum to one (the advantages as they are: a split of one
-            rollout keeps that rollout's centring and scale)
+        :return: those samples, their weights renormalised to sum to one and both advantages centred again under
+            them (E_w[A] = E_w[A_c] = 0, so that the surrogate at pi_phi is Jc(pi_phi) on the subset too: the
+            episodes of a part have their own mean advantage, H times which would shift every g of that part); the
+            scale of the advantages stays the whole batch's
         """
         weights = self.weights[mask]
+        weights = weights / weights.sum()
+        advantages, cost_advantages = self.advantages[mask], self.cost_advantages[mask]
         return AdaptationBatch(
             self.observations[mask],
             self.actions[mask],
-            self.advantages[mask],
-            self.cost_advantages[mask],
-            weights / weights.sum(),
+            advantages - weights.to(advantages.dtype) @ advantages,
+            cost_advantages - weights.to(cost_advantages.dtype) @ cost_advantages,
+            weights,
         )
