@@ -168,6 +168,8 @@ def test_resume_from_checkpoint_is_bit_identical(tmp_path, advantage_estimator, 
         (dict(target_kl=0.0), "target_kl"),
         (dict(meta_cost_confidence=1.0), "meta_cost_confidence"),
         (dict(meta_cost_window=0), "meta_cost_window"),
+        (dict(meta_cost_margin=1.0), "meta_cost_margin"),
+        (dict(meta_cost_margin=-0.1), "meta_cost_margin"),
     ],
 )
 def test_bad_hyperparameters_name_the_parameter(kwargs, match):
@@ -301,6 +303,39 @@ def test_pooled_margin_judges_a_task_without_cost_by_the_pool(monkeypatch):
     assert record["meta/cost_margin_mean"] == pytest.approx(np.mean(margins), rel=1e-9)
     assert record["meta/cost_pool_episodes"] == len(pooled)
     assert len(model.meta_cost_pool) == 2  # the window keeps the earlier iteration and this one
+
+
+@pytest.mark.parametrize("start_cost", [False, True])
+def test_meta_cost_margin_meta_trains_as_the_lower_limit_and_meta_tests_at_d(start_cost, monkeypatch):
+    """
+    meta_cost_margin = 0.2 meta-trains exactly as d' = 0.8 d (the same seed gives the same parameters after a
+    meta-iteration) and keeps d for the rest: the attribute, the meta-test's limits. And it changes meta-training
+    (not a test that cannot fail): with costs (StartZoneCost) and d set so that the costliest task lies between 0.8 d
+    and d, that task violates 0.8 d and the CRPO rule takes the cost step; without costs the inner A^s steps' KL term
+    (lambda_c KL <= d') binds at 0.8 d.
+    """
+    wrapper = {"wrapper_class": StartZoneCost} if start_cost else {}
+    estimates: list[np.ndarray] = []
+    probe = SafeMetaDual("MlpPolicy", make_env(**wrapper), seed=0, **{**SMALL, "cost_limit": 1e6})
+    costs = probe._meta_policy_costs
+    monkeypatch.setattr(probe, "_meta_policy_costs", lambda rollouts: estimates.extend(costs(rollouts)) or costs(rollouts))
+    probe.learn(1)
+    d = max(float(np.max(estimates)) / 0.9, 1.0)  # the costliest task at 0.9 d: within d, above 0.8 d
+    parameters = []
+    for cost_limit, margin in ((0.8 * d, 0.0), (d, 0.2), (d, 0.0)):
+        model = SafeMetaDual(
+            "MlpPolicy", make_env(**wrapper), seed=0, **{**SMALL, "cost_limit": cost_limit, "meta_cost_margin": margin}
+        )
+        model.learn(1)
+        parameters.append(th.nn.utils.parameters_to_vector(model.policy.parameters()).detach().clone())
+    assert th.equal(parameters[0], parameters[1])
+    assert not th.equal(parameters[1], parameters[2])
+    margin_model = SafeMetaDual(
+        "MlpPolicy", make_env(**wrapper), seed=0, **{**SMALL, "cost_limit": d, "meta_cost_margin": 0.2}
+    )
+    assert float(margin_model.cost_limit[0]) == d
+    report = margin_model.meta_test(n_tasks=1, n_adapt_steps=1, seed=0)
+    np.testing.assert_array_equal(report.cost_limits, [[d]])
 
 
 def test_no_violation_takes_the_meta_step():
