@@ -310,9 +310,9 @@ def test_meta_cost_margin_meta_trains_as_the_lower_limit_and_meta_tests_at_d(sta
     """
     meta_cost_margin = 0.2 meta-trains exactly as d' = 0.8 d (the same seed gives the same parameters after a
     meta-iteration) and keeps d for the rest: the attribute, the meta-test's limits. And it changes meta-training
-    (not a test that cannot fail): with costs (StartZoneCost) and d set so that the costliest task lies between 0.8 d
-    and d, that task violates 0.8 d and the CRPO rule takes the cost step; without costs the inner A^s steps' KL term
-    (lambda_c KL <= d') binds at 0.8 d.
+    (not a test that cannot fail): with d set so that the costliest task lies between 0.8 d and d (on the family's own
+    hazard costs, and on StartZoneCost's), that task violates 0.8 d and the CRPO rule takes the cost step, while at d
+    the iteration takes the meta step.
     """
     wrapper = {"wrapper_class": StartZoneCost} if start_cost else {}
     estimates: list[np.ndarray] = []
@@ -321,15 +321,18 @@ def test_meta_cost_margin_meta_trains_as_the_lower_limit_and_meta_tests_at_d(sta
     monkeypatch.setattr(probe, "_meta_policy_costs", lambda rollouts: estimates.extend(costs(rollouts)) or costs(rollouts))
     probe.learn(1)
     d = max(float(np.max(estimates)) / 0.9, 1.0)  # the costliest task at 0.9 d: within d, above 0.8 d
-    parameters = []
+    parameters, cost_steps = [], []
     for cost_limit, margin in ((0.8 * d, 0.0), (d, 0.2), (d, 0.0)):
         model = SafeMetaDual(
             "MlpPolicy", make_env(**wrapper), seed=0, **{**SMALL, "cost_limit": cost_limit, "meta_cost_margin": margin}
         )
+        writer = recording(model)
         model.learn(1)
         parameters.append(th.nn.utils.parameters_to_vector(model.policy.parameters()).detach().clone())
+        cost_steps.append(writer.records[-1]["meta/cost_step"])
     assert th.equal(parameters[0], parameters[1])
     assert not th.equal(parameters[1], parameters[2])
+    assert cost_steps == [1, 1, 0]  # the costliest task violates 0.8 d, not d
     margin_model = SafeMetaDual(
         "MlpPolicy", make_env(**wrapper), seed=0, **{**SMALL, "cost_limit": d, "meta_cost_margin": 0.2}
     )
