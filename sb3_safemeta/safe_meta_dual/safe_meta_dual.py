@@ -102,7 +102,7 @@ class SafeMetaDual(SafeAdaptationMixin, OnPolicyMetaAlgorithm):
         task to (1 - m) d instead of d; meta-test keeps d. A margin between the limit the meta-policy is trained to
         and the one it is judged by on unseen tasks: a meta-policy trained at d sits at d on average over tasks, so
         above it on some (on SafeMetaHumanoidDir-v0, m = 0.2 put the meta-policy within d on every test task of 2
-        seeds against 7 of 10; the yml sets 0.2 for Humanoid, Half-Cheetah and Hopper; docs/modules/safe_meta_dual.md,
+        seeds against 7 of 10; the yml sets 0.2 for the four locomotion scenarios; docs/modules/safe_meta_dual.md,
         "A margin in meta-training")
     :param meta_gradient: ``"alg4"`` (default): Algorithm 4 line 7, E_{pi^tau}[grad_phi log pi_phi A^{pi^tau}];
         ``"eq6"``: the fuller eq. (6), which adds the eta^-1 grad_phi Qbar term (the change of pi_phi's
