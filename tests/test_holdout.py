@@ -12,6 +12,7 @@ import pytest
 import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.policies import ActorCriticPolicy
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 import sb3_safemeta.envs  # noqa: F401  (registers SafeMetaPointNav-v0)
 from sb3_safemeta import SafeAdapter
@@ -22,6 +23,11 @@ from sb3_safemeta.common.adaptation.parametric import _Surrogate, adapt_on_rollo
 from sb3_safemeta.common.rollout_data import RolloutData
 
 HORIZON = 100.0
+
+
+def small_gaussian_policy() -> ActorCriticPolicy:
+    """A Gaussian policy on 3-d observations and 2-d actions, one hidden layer of 16 units"""
+    return ActorCriticPolicy(gym.spaces.Box(-1, 1, (3,)), gym.spaces.Box(-1, 1, (2,)), lambda _: 1e-3, net_arch=[16])
 
 
 def noise_cost_batch(policy: ActorCriticPolicy, n: int, generator: th.Generator) -> AdaptationBatch:
@@ -42,17 +48,15 @@ def test_the_recovery_step_is_sized_on_held_out_samples(seed):
     in miniature); judged on held-out samples it predicts almost no decrease and takes (almost) no step.
     """
     th.manual_seed(seed)
-    policy = ActorCriticPolicy(gym.spaces.Box(-1, 1, (3,)), gym.spaces.Box(-1, 1, (2,)), lambda _: 1e-3, net_arch=[16])
+    policy = small_gaussian_policy()
     generator = th.Generator().manual_seed(seed)
     fit, held_out, fresh = (noise_cost_batch(policy, 1000, generator) for _ in range(3))
     params = AdaptationParams.create(1.0, 50.0, 10.0, 0.0, 1.0 - 1.0 / HORIZON, 1)
     start_cost = np.array([30.0])
-    phi = [parameter.detach().clone() for parameter in policy.parameters()]
+    phi = parameters_to_vector(policy.parameters()).detach().clone()
     predicted, fresh_cost = {}, {}
     for name, test_batch in (("in-sample", None), ("held-out", held_out)):
-        with th.no_grad():
-            for parameter, value in zip(policy.parameters(), phi, strict=True):
-                parameter.copy_(value)
+        vector_to_parameters(phi.clone(), policy.parameters())  # every step from pi_phi (a copy: the fit is in place)
         reference = _Surrogate(policy, list(policy.parameters()), fresh, HORIZON)  # pi_phi's fresh samples
         result = parametric_safe_adapt(
             policy, list(policy.parameters()), fit, start_cost, params, HORIZON, test_batch=test_batch
@@ -60,7 +64,6 @@ def test_the_recovery_step_is_sized_on_held_out_samples(seed):
         assert result.recovery
         predicted[name] = float(start_cost[0] - result.surrogate_cost[0])
         fresh_cost[name] = float(reference.evaluate(start_cost, params)[0][0])
-    # the fit's own samples promise a large decrease that fresh samples do not see
     # the fit's own samples promise a decrease that fresh samples contradict: the step raised the cost bound
     assert predicted["in-sample"] > 1.0, predicted
     assert fresh_cost["in-sample"] > start_cost[0] + 1.0, fresh_cost
@@ -72,20 +75,18 @@ def test_the_recovery_step_is_sized_on_held_out_samples(seed):
 def test_a_held_out_copy_of_the_batch_changes_nothing():
     """Judged on a copy of its own samples, the step is the one judged on them (the plumbing adds nothing)."""
     th.manual_seed(0)
-    policy = ActorCriticPolicy(gym.spaces.Box(-1, 1, (3,)), gym.spaces.Box(-1, 1, (2,)), lambda _: 1e-3, net_arch=[16])
+    policy = small_gaussian_policy()
     batch = noise_cost_batch(policy, 800, th.Generator().manual_seed(0))
     copy = AdaptationBatch(*(tensor.clone() for tensor in (batch.observations, batch.actions, batch.advantages,
                                                            batch.cost_advantages, batch.weights)))  # fmt: skip
     params = AdaptationParams.create(1.0, 1.0, 10.0, 0.0, 1.0 - 1.0 / HORIZON, 1)
-    phi = [parameter.detach().clone() for parameter in policy.parameters()]
+    phi = parameters_to_vector(policy.parameters()).detach().clone()
     results, parameters = [], []
     for test_batch in (None, copy):
-        with th.no_grad():
-            for parameter, value in zip(policy.parameters(), phi, strict=True):
-                parameter.copy_(value)
+        vector_to_parameters(phi.clone(), policy.parameters())  # every step from pi_phi (a copy: the fit is in place)
         results.append(parametric_safe_adapt(policy, list(policy.parameters()), batch, np.array([9.0]), params, HORIZON,
                                              test_batch=test_batch))  # fmt: skip
-        parameters.append(th.cat([parameter.detach().flatten() for parameter in policy.parameters()]))
+        parameters.append(parameters_to_vector(policy.parameters()).detach().clone())
     assert th.equal(parameters[0], parameters[1])
     np.testing.assert_allclose(results[0].surrogate_cost, results[1].surrogate_cost, rtol=1e-6)
     assert results[0].kl == pytest.approx(results[1].kl, rel=1e-6)

@@ -66,42 +66,17 @@ def test_figure1_smoke(tmp_path):
 
     # --merge-csv: the figures redrawn elsewhere from the CSVs alone are the same rows (the run folders are not needed)
     elsewhere = tmp_path / "elsewhere"
+    smoke_elsewhere = ["--budget", "smoke", "--seeds", "1", "--out", str(elsewhere)]
     for figure in ("figure1", "figure2"):
         saved = tmp_path / f"{figure}.csv"
-        main(
-            [
-                figure,
-                "--budget",
-                "smoke",
-                "--seeds",
-                "1",
-                "--out",
-                str(elsewhere),
-                "--plot-only",
-                "--merge-csv",
-                str(saved),
-                "--quiet",
-            ]
-        )
+        main([figure, *smoke_elsewhere, "--plot-only", "--merge-csv", str(saved), "--quiet"])
         required = ("seconds", "normalized") if figure == "figure2" else ("return", "max_cost")
         assert read_csv(elsewhere / f"{figure}.csv", required) == read_csv(saved, required)
         assert (elsewhere / f"{figure}.png").stat().st_size > 10_000
     assert "Drawn from --merge-csv, not in the tables above (8 runs)" in (elsewhere / "figure1_summary.md").read_text()
     # a figure of the other kind is refused before anything runs, naming the missing column
     with pytest.raises(ValueError, match="no column \\['normalized'\\]"):
-        main(
-            [
-                "figure2",
-                "--budget",
-                "smoke",
-                "--seeds",
-                "1",
-                "--out",
-                str(elsewhere),
-                "--merge-csv",
-                str(tmp_path / "figure1.csv"),
-            ]
-        )
+        main(["figure2", *smoke_elsewhere, "--merge-csv", str(tmp_path / "figure1.csv")])
 
 
 def interrupt_after_first_iteration(spec, budget, out, monkeypatch) -> None:
